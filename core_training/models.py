@@ -1,0 +1,136 @@
+"""Models every silo can train, with and without differential privacy.
+
+Both models avoid BatchNorm: its running statistics mix examples of a batch, which
+breaks per-sample gradients under DP-SGD. The CNN uses GroupNorm instead.
+
+A model is described by a :class:`ModelSpec`, a small JSON-able record that travels
+inside checkpoints and update files so that any file can be turned back into a model
+without knowing how it was made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+MODEL_KINDS = ("mlp", "cnn")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a model: its kind, input and output sizes, layers."""
+
+    kind: str
+    in_features: int
+    num_classes: int
+    hidden_sizes: tuple[int, ...] = (128, 64)
+    dropout: float = 0.1
+    image_shape: tuple[int, int, int] | None = None  # (channels, height, width), CNN only
+    channels: tuple[int, ...] = (16, 32)
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
+        if self.in_features < 1 or self.num_classes < 2:
+            raise ValueError("a model needs at least one input feature and two classes")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if any(h < 1 for h in self.hidden_sizes) or any(c < 1 for c in self.channels):
+            raise ValueError("hidden sizes and channels must be positive")
+        if self.kind == "cnn":
+            if self.image_shape is None:
+                raise ValueError("a CNN needs an image shape (channels, height, width)")
+            c, h, w = self.image_shape
+            if c * h * w != self.in_features:
+                raise ValueError(
+                    f"image shape {self.image_shape} holds {c * h * w} values, "
+                    f"but the data has {self.in_features} features"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model spec keys: {', '.join(sorted(unknown))}")
+        kwargs = dict(data)
+        for key in ("hidden_sizes", "channels"):
+            if key in kwargs:
+                kwargs[key] = tuple(int(v) for v in kwargs[key])
+        if kwargs.get("image_shape") is not None:
+            kwargs["image_shape"] = tuple(int(v) for v in kwargs["image_shape"])
+        return cls(**kwargs)
+
+
+class MLP(nn.Module):
+    """Fully connected network: Linear -> ReLU -> Dropout per hidden layer."""
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        hidden_sizes: tuple[int, ...] = (128, 64),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks with GroupNorm, then a linear head; for small images such as
+    8x8 digits. Input arrives flat (as every table does) and is reshaped here."""
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        channels: tuple[int, ...] = (16, 32),
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        blocks: list[nn.Module] = []
+        in_ch = image_shape[0]
+        for out_ch in channels:
+            groups = _largest_divisor_at_most(out_ch, 8)
+            blocks += [
+                nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1),
+                nn.GroupNorm(groups, out_ch),
+                nn.ReLU(),
+            ]
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch * 4, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *self.image_shape)
+        return self.head(self.pool(self.features(x)))
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """A fresh, randomly initialised model for ``spec`` (seed torch first for repeatability)."""
+    if spec.kind == "mlp":
+        return MLP(spec.in_features, spec.num_classes, spec.hidden_sizes, spec.dropout)
+    assert spec.image_shape is not None  # checked in ModelSpec
+    return SmallCNN(spec.image_shape, spec.num_classes, spec.channels, spec.dropout)
+
