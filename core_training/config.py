@@ -1,0 +1,160 @@
+"""Training settings: one frozen, validated dataclass built from Flower-style keys.
+
+Flower's run-config uses kebab-case keys (``local-epochs``); Python uses snake_case.
+:meth:`TrainConfig.from_dict` is the one place that translates between them, and it
+refuses unknown keys and out-of-range values by name, so a typo in a TOML file is an
+error rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+LR_SCHEDULES = ("none", "cosine")
+CLASS_WEIGHTING = ("none", "balanced")
+MODELS = ("auto", "mlp", "cnn")
+IMPUTATION = ("mean", "median")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of the local trainer and its data preparation."""
+
+    local_epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    dropout: float = 0.1
+    label_smoothing: float = 0.0
+    class_weighting: str = "balanced"
+    input_noise_std: float = 0.0
+    max_grad_norm: float = 0.0  # 0 disables clipping
+    lr_schedule: str = "none"
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    model: str = "auto"  # auto: CNN for image-shaped data, else MLP
+    hidden_sizes: str = "128,64"
+    imputation: str = "mean"
+    skew_threshold: float = 1.0  # |skewness| above which a non-negative column gets log1p
+    outlier_z: float = 3.0  # clip at mean +- outlier_z * sd; 0 disables clipping
+    drop_duplicates: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.local_epochs >= 1, "local-epochs", "must be at least 1", self.local_epochs)
+        _check(self.batch_size >= 1, "batch-size", "must be at least 1", self.batch_size)
+        _check(self.learning_rate > 0, "learning-rate", "must be positive", self.learning_rate)
+        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)", self.momentum)
+        _check(self.weight_decay >= 0, "weight-decay", "must be non-negative", self.weight_decay)
+        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)
+        _check(
+            0 <= self.label_smoothing < 1,
+            "label-smoothing",
+            "must be in [0, 1)",
+            self.label_smoothing,
+        )
+        _check(
+            self.input_noise_std >= 0, "input-noise-std", "must be non-negative",
+            self.input_noise_std,
+        )
+        _check(self.max_grad_norm >= 0, "max-grad-norm", "must be non-negative (0 = off)",
+               self.max_grad_norm)
+        _check(self.skew_threshold > 0, "skew-threshold", "must be positive", self.skew_threshold)
+        _check(self.outlier_z >= 0, "outlier-z", "must be non-negative (0 = off)", self.outlier_z)
+        _check(self.seed >= 0, "seed", "must be non-negative", self.seed)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("class-weighting", self.class_weighting, CLASS_WEIGHTING)
+        _choice("model", self.model, MODELS)
+        _choice("imputation", self.imputation, IMPUTATION)
+        dev = self.device
+        _check(
+            dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+            "device",
+            "must be auto, cpu, cuda or cuda:N",
+            dev,
+        )
+        try:
+            sizes = self.hidden
+        except ValueError:
+            sizes = ()
+        _check(
+            len(sizes) >= 1 and all(s >= 1 for s in sizes),
+            "hidden-sizes",
+            'must be a comma-separated list of positive integers such as "128,64"',
+            self.hidden_sizes,
+        )
+
+    @property
+    def hidden(self) -> tuple[int, ...]:
+        """Hidden layer sizes as integers (Flower config values cannot be lists)."""
+        return tuple(int(s) for s in str(self.hidden_sizes).split(",") if s.strip())
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The kebab-case keys this config accepts."""
+        return tuple(f.name.replace("_", "-") for f in fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, ignore_unknown: bool = False) -> TrainConfig:
+        """Build from kebab-case (or snake_case) keys; types are coerced and checked.
+
+        With ``ignore_unknown`` keys that are not training settings are skipped (for a
+        run-config that also holds federation settings, validated elsewhere).
+        """
+        by_name = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            name = raw_key.replace("-", "_")
+            if name not in by_name:
+                if ignore_unknown:
+                    continue
+                raise ConfigError(
+                    f"unknown training setting {raw_key!r}; valid keys: {', '.join(cls.keys())}"
+                )
+            kwargs[name] = _coerce(raw_key, value, type(getattr(cls(), name)))
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Kebab-case dict, the inverse of :meth:`from_dict`."""
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"setting {key!r} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise ConfigError(f"setting {key!r} must be an integer, got {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setting {key!r} must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"setting {key!r} must be a string, got {value!r}")
+    return value
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"setting {key!r} {rule}, got {value!r}")
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"setting {key!r} must be one of {', '.join(allowed)}, got {value!r}")

@@ -1,0 +1,105 @@
+"""Glue between the pieces: from a loaded table to cleaned arrays and a model spec.
+
+Used the same way by the centralized baseline, every federated client and the CLIs, so
+a silo's data is prepared identically wherever it is trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .config import TrainConfig
+from .data import Table
+from .models import ModelSpec
+from .preprocess import FeatureStats, Preprocessor, compute_stats, drop_duplicates
+from .sampling import class_weights
+
+
+def model_spec_for(table_or_schema: Table | object, config: TrainConfig) -> ModelSpec:
+    """The model a config asks for on this schema; ``auto`` picks the CNN for images."""
+    schema = getattr(table_or_schema, "schema", table_or_schema)
+    image_shape = getattr(schema, "image_shape", None)
+    kind = config.model
+    if kind == "auto":
+        kind = "cnn" if image_shape else "mlp"
+    if kind == "cnn" and not image_shape:
+        raise ValueError("model 'cnn' needs image-shaped data (a schema with image_shape)")
+    return ModelSpec(
+        kind=kind,
+        in_features=schema.num_features,  # type: ignore[attr-defined]
+        num_classes=schema.num_classes,  # type: ignore[attr-defined]
+        hidden_sizes=config.hidden,
+        dropout=config.dropout,
+        image_shape=image_shape if kind == "cnn" else None,
+    )
+
+
+def split(table: Table, *, test_fraction: float, seed: int) -> tuple[Table, Table]:
+    """Stratified split when every class has two rows or more, plain otherwise."""
+    idx = np.arange(len(table))
+    counts = np.bincount(table.y)
+    stratify = table.y if counts[counts > 0].min() >= 2 else None
+    n_test = max(1, round(len(idx) * test_fraction))
+    if stratify is not None and n_test < np.count_nonzero(counts):
+        stratify = None
+    train_idx, test_idx = train_test_split(
+        idx, test_size=n_test, random_state=seed, stratify=stratify
+    )
+    return table.subset(np.sort(train_idx)), table.subset(np.sort(test_idx))
+
+
+def deduplicate(table: Table, config: TrainConfig) -> tuple[Table, int]:
+    if not config.drop_duplicates:
+        return table, 0
+    X, y, dropped = drop_duplicates(table.X, table.y)
+    return Table(X, y, table.schema, table.source, list(table.warnings)), dropped
+
+
+def local_stats(table: Table, config: TrainConfig) -> FeatureStats:
+    """Statistics of a (deduplicated) table, with histograms when median imputation
+    is configured."""
+    return compute_stats(
+        table.X,
+        table.y,
+        table.schema.num_classes,
+        histograms=config.imputation == "median",
+    )
+
+
+def fit_preprocessor(stats: FeatureStats, table_or_schema: object, config: TrainConfig) -> Preprocessor:
+    schema = getattr(table_or_schema, "schema", table_or_schema)
+    return Preprocessor.fit(
+        stats,
+        numeric=np.asarray(schema.numeric_mask),  # type: ignore[attr-defined]
+        imputation=config.imputation,
+        skew_threshold=config.skew_threshold,
+        outlier_z=config.outlier_z,
+    )
+
+
+@dataclass
+class PreparedData:
+    """Cleaned arrays ready for the trainer, and what cleaned them."""
+
+    X: np.ndarray
+    y: np.ndarray
+    preprocessor: Preprocessor
+    class_weights: np.ndarray | None
+    duplicates_dropped: int
+
+
+def prepare_local(table: Table, config: TrainConfig) -> PreparedData:
+    """Clean a table with statistics of its own rows (centralized training, or a silo
+    before federated statistics are available)."""
+    table, dropped = deduplicate(table, config)
+    stats = local_stats(table, config)
+    pre = fit_preprocessor(stats, table, config)
+    weights = (
+        class_weights(stats.class_counts, config.class_weighting)
+        if config.class_weighting != "none"
+        else None
+    )
+    return PreparedData(pre.transform(table.X), table.y, pre, weights, dropped)

@@ -1,0 +1,176 @@
+"""The data contract every silo of a federation agrees on.
+
+A schema is a small TOML file::
+
+    [label]
+    column = "target"
+    classes = [0, 1]
+
+    [features]
+    age = "numeric"
+    smoker = { categories = ["no", "yes"] }
+
+Features keep the order of the file. A categorical feature is one-hot encoded in the
+order of its categories, so every silo produces the same columns in the same order.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class DataError(ValueError):
+    """Input data or a schema cannot be used; the message says where and what to do."""
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    categories: tuple[str, ...] | None = None  # None: numeric
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.categories is None
+
+    @property
+    def encoded_names(self) -> list[str]:
+        if self.categories is None:
+            return [self.name]
+        return [f"{self.name}={c}" for c in self.categories]
+
+
+@dataclass(frozen=True)
+class Schema:
+    label: str
+    classes: tuple[Any, ...]
+    features: tuple[Feature, ...]
+    image_shape: tuple[int, int, int] | None = None  # set for image-like built-in sets
+
+    def __post_init__(self) -> None:
+        if len(self.classes) < 2:
+            raise DataError(f"schema: label {self.label!r} needs at least two classes")
+        if len(set(map(str, self.classes))) != len(self.classes):
+            raise DataError(f"schema: label {self.label!r} lists a class twice")
+        if not self.features:
+            raise DataError("schema: [features] is empty; list at least one feature column")
+        names = [f.name for f in self.features]
+        if self.label in names:
+            raise DataError(f"schema: {self.label!r} is both the label and a feature")
+        if len(set(names)) != len(names):
+            raise DataError("schema: a feature column is listed twice")
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the encoded columns, in order (one per one-hot category)."""
+        return [n for f in self.features for n in f.encoded_names]
+
+    @property
+    def numeric_mask(self) -> list[bool]:
+        """Per encoded column: True for numeric, False for a one-hot category column."""
+        return [f.is_numeric for f in self.features for _ in f.encoded_names]
+
+    @property
+    def num_features(self) -> int:
+        return len(self.feature_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_index(self) -> dict[str, int]:
+        """Class label (as text, the way it appears in a CSV) -> index."""
+        return {_label_text(c): i for i, c in enumerate(self.classes)}
+
+    # -- files -------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"schema file {path} does not exist; pass the path of a TOML schema")
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"schema file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "schema") -> Schema:
+        label = raw.get("label")
+        if not isinstance(label, dict) or not isinstance(label.get("column"), str):
+            raise DataError(f'{source}: needs a [label] table with column = "NAME"')
+        classes = label.get("classes")
+        if not isinstance(classes, list) or not classes:
+            raise DataError(f"{source}: [label] needs classes = [...] listing every class")
+        if not all(isinstance(c, (int, str)) and not isinstance(c, bool) for c in classes):
+            raise DataError(f"{source}: label classes must be integers or strings")
+        feats = raw.get("features")
+        if not isinstance(feats, dict) or not feats:
+            raise DataError(f"{source}: needs a [features] table with at least one column")
+        features = []
+        for name, kind in feats.items():
+            if kind == "numeric":
+                features.append(Feature(name))
+            elif isinstance(kind, dict) and isinstance(kind.get("categories"), list):
+                cats = kind["categories"]
+                if len(cats) < 1 or len(set(map(str, cats))) != len(cats):
+                    raise DataError(
+                        f"{source}: feature {name!r} needs distinct categories, got {cats!r}"
+                    )
+                features.append(Feature(name, tuple(str(c) for c in cats)))
+            else:
+                raise DataError(
+                    f'{source}: feature {name!r} must be "numeric" or '
+                    f'{{ categories = ["a", "b"] }}, got {kind!r}'
+                )
+        shape = raw.get("image_shape")
+        image_shape = tuple(int(v) for v in shape) if shape else None
+        return cls(label["column"], tuple(classes), tuple(features), image_shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "label": {"column": self.label, "classes": list(self.classes)},
+            "features": {
+                f.name: "numeric" if f.is_numeric else {"categories": list(f.categories or ())}
+                for f in self.features
+            },
+        }
+        if self.image_shape:
+            out["image_shape"] = list(self.image_shape)
+        return out
+
+    def to_toml(self) -> str:
+        lines = []
+        if self.image_shape:
+            lines.append(f"image_shape = {list(self.image_shape)}")
+            lines.append("")
+        lines += ["[label]", f"column = {_toml_str(self.label)}"]
+        lines.append("classes = [" + ", ".join(_toml_value(c) for c in self.classes) + "]")
+        lines += ["", "[features]"]
+        for f in self.features:
+            if f.is_numeric:
+                lines.append(f'{_toml_str(f.name)} = "numeric"')
+            else:
+                cats = ", ".join(_toml_str(c) for c in f.categories or ())
+                lines.append(f"{_toml_str(f.name)} = {{ categories = [{cats}] }}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_toml(), encoding="utf-8")
+        return path
+
+
+def _label_text(value: Any) -> str:
+    return str(value)
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _toml_value(value: Any) -> str:
+    return str(value) if isinstance(value, int) else _toml_str(str(value))
