@@ -62,11 +62,17 @@ class TrainConfig:
             self.label_smoothing,
         )
         _check(
-            self.input_noise_std >= 0, "input-noise-std", "must be non-negative",
+            self.input_noise_std >= 0,
+            "input-noise-std",
+            "must be non-negative",
             self.input_noise_std,
         )
-        _check(self.max_grad_norm >= 0, "max-grad-norm", "must be non-negative (0 = off)",
-               self.max_grad_norm)
+        _check(
+            self.max_grad_norm >= 0,
+            "max-grad-norm",
+            "must be non-negative (0 = off)",
+            self.max_grad_norm,
+        )
         _check(self.skew_threshold > 0, "skew-threshold", "must be positive", self.skew_threshold)
         _check(self.outlier_z >= 0, "outlier-z", "must be non-negative (0 = off)", self.outlier_z)
         _check(self.seed >= 0, "seed", "must be non-negative", self.seed)

@@ -88,9 +88,7 @@ def _load_csv(path: Path, schema: Schema) -> Table:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(
-            f"{path} is not UTF-8 text; save it as a UTF-8 CSV file"
-        ) from None
+        raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
@@ -134,8 +132,7 @@ def _check_columns(path: Path, header: list[str], schema: Schema) -> None:
                 f"(found one column {header[0][:40]!r}); save it as comma-separated CSV"
             )
         raise DataError(
-            f"{path} lacks {listed}; columns found: {found}. "
-            "Rename the columns or fix the schema"
+            f"{path} lacks {listed}; columns found: {found}. Rename the columns or fix the schema"
         )
     dupes = {h for h in header if header.count(h) > 1 and h in wanted}
     if dupes:
@@ -181,7 +178,9 @@ def _encode(
     row_word: str = "line",
 ) -> Table:
     problems: list[str] = []
-    blocks = [_encode_feature(f, columns[f.name], lines, row_word, problems) for f in schema.features]
+    blocks = [
+        _encode_feature(f, columns[f.name], lines, row_word, problems) for f in schema.features
+    ]
     y = _encode_label(schema, columns[schema.label], lines, row_word, problems)
     if problems:
         raise _data_error(path, problems)
@@ -300,8 +299,10 @@ def write_csv(table: Table, path: str | Path) -> Path:
                 k = len(feat.categories or ())
                 block = table.X[:, col : col + k]
                 decoded.append(
-                    ["" if np.isnan(r).any() else (feat.categories or ())[int(r.argmax())]
-                     for r in block]
+                    [
+                        "" if np.isnan(r).any() else (feat.categories or ())[int(r.argmax())]
+                        for r in block
+                    ]
                 )
                 col += k
         labels = [str(schema.classes[int(c)]) for c in table.y]

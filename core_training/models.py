@@ -116,7 +116,9 @@ class SmallCNN(nn.Module):
             in_ch = out_ch
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d((2, 2))
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch * 4, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(in_ch * 4, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.image_shape)
@@ -133,4 +135,3 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return MLP(spec.in_features, spec.num_classes, spec.hidden_sizes, spec.dropout)
     assert spec.image_shape is not None  # checked in ModelSpec
     return SmallCNN(spec.image_shape, spec.num_classes, spec.channels, spec.dropout)
-

@@ -69,7 +69,9 @@ def local_stats(table: Table, config: TrainConfig) -> FeatureStats:
     )
 
 
-def fit_preprocessor(stats: FeatureStats, table_or_schema: object, config: TrainConfig) -> Preprocessor:
+def fit_preprocessor(
+    stats: FeatureStats, table_or_schema: object, config: TrainConfig
+) -> Preprocessor:
     schema = getattr(table_or_schema, "schema", table_or_schema)
     return Preprocessor.fit(
         stats,

@@ -42,9 +42,7 @@ def resample_classes(
     parts_X, parts_y = [], []
     for c in classes:
         Xc, yc = X[y == c], y[y == c]
-        Xc, yc = resample(
-            Xc, yc, replace=mode == "over", n_samples=int(target), random_state=rng
-        )
+        Xc, yc = resample(Xc, yc, replace=mode == "over", n_samples=int(target), random_state=rng)
         parts_X.append(Xc)
         parts_y.append(yc)
     Xr, yr = np.concatenate(parts_X), np.concatenate(parts_y)

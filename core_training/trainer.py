@@ -74,9 +74,7 @@ def fit(
     if class_weights is not None:
         weight = torch.as_tensor(np.asarray(class_weights), dtype=torch.float32, device=device)
     criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    anchor = (
-        [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
-    )
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
 
