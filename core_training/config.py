@@ -49,40 +49,40 @@ class TrainConfig:
     drop_duplicates: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.local_epochs >= 1, "local-epochs", "must be at least 1", self.local_epochs)
-        _check(self.batch_size >= 1, "batch-size", "must be at least 1", self.batch_size)
-        _check(self.learning_rate > 0, "learning-rate", "must be positive", self.learning_rate)
-        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)", self.momentum)
-        _check(self.weight_decay >= 0, "weight-decay", "must be non-negative", self.weight_decay)
-        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)
-        _check(
+        require(self.local_epochs >= 1, "local-epochs", "must be at least 1", self.local_epochs)
+        require(self.batch_size >= 1, "batch-size", "must be at least 1", self.batch_size)
+        require(self.learning_rate > 0, "learning-rate", "must be positive", self.learning_rate)
+        require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)", self.momentum)
+        require(self.weight_decay >= 0, "weight-decay", "must be non-negative", self.weight_decay)
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)
+        require(
             0 <= self.label_smoothing < 1,
             "label-smoothing",
             "must be in [0, 1)",
             self.label_smoothing,
         )
-        _check(
+        require(
             self.input_noise_std >= 0,
             "input-noise-std",
             "must be non-negative",
             self.input_noise_std,
         )
-        _check(
+        require(
             self.max_grad_norm >= 0,
             "max-grad-norm",
             "must be non-negative (0 = off)",
             self.max_grad_norm,
         )
-        _check(self.skew_threshold > 0, "skew-threshold", "must be positive", self.skew_threshold)
-        _check(self.outlier_z >= 0, "outlier-z", "must be non-negative (0 = off)", self.outlier_z)
-        _check(self.seed >= 0, "seed", "must be non-negative", self.seed)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
-        _choice("class-weighting", self.class_weighting, CLASS_WEIGHTING)
-        _choice("model", self.model, MODELS)
-        _choice("imputation", self.imputation, IMPUTATION)
+        require(self.skew_threshold > 0, "skew-threshold", "must be positive", self.skew_threshold)
+        require(self.outlier_z >= 0, "outlier-z", "must be non-negative (0 = off)", self.outlier_z)
+        require(self.seed >= 0, "seed", "must be non-negative", self.seed)
+        require_choice("optimizer", self.optimizer, OPTIMIZERS)
+        require_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        require_choice("class-weighting", self.class_weighting, CLASS_WEIGHTING)
+        require_choice("model", self.model, MODELS)
+        require_choice("imputation", self.imputation, IMPUTATION)
         dev = self.device
-        _check(
+        require(
             dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
             "device",
             "must be auto, cpu, cuda or cuda:N",
@@ -92,7 +92,7 @@ class TrainConfig:
             sizes = self.hidden
         except ValueError:
             sizes = ()
-        _check(
+        require(
             len(sizes) >= 1 and all(s >= 1 for s in sizes),
             "hidden-sizes",
             'must be a comma-separated list of positive integers such as "128,64"',
@@ -126,7 +126,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"unknown training setting {raw_key!r}; valid keys: {', '.join(cls.keys())}"
                 )
-            kwargs[name] = _coerce(raw_key, value, type(getattr(cls(), name)))
+            kwargs[name] = coerce_value(raw_key, value, type(getattr(cls(), name)))
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class TrainConfig:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+def coerce_value(key: str, value: Any, kind: type) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -156,11 +156,11 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+def require(ok: bool, key: str, rule: str, value: Any) -> None:
     if not ok:
         raise ConfigError(f"setting {key!r} {rule}, got {value!r}")
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+def require_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"setting {key!r} must be one of {', '.join(allowed)}, got {value!r}")

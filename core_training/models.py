@@ -10,6 +10,7 @@ without knowing how it was made.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -135,3 +136,15 @@ def build_model(spec: ModelSpec) -> nn.Module:
         return MLP(spec.in_features, spec.num_classes, spec.hidden_sizes, spec.dropout)
     assert spec.image_shape is not None  # checked in ModelSpec
     return SmallCNN(spec.image_shape, spec.num_classes, spec.channels, spec.dropout)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantization of the linear layers (weights int8, activations
+    quantized on the fly); convolutions stay fp32. CPU inference only."""
+    model = model.to("cpu").eval()
+    with warnings.catch_warnings():
+        # torch.ao eager quantization is deprecated in favour of torchao, which is not a
+        # dependency of ours; the eager API still produces the smallest working model.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)

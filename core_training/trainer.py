@@ -101,8 +101,8 @@ def fit(
     for _ in range(config.local_epochs):
         batches = loader if private else _batches(Xt, yt, config.batch_size, gen)
         for xb, yb in batches:
-            if len(yb) == 0:  # Poisson sampling can draw an empty batch
-                continue
+            # Under DP, Poisson sampling can draw an empty batch; it still steps (the
+            # optimizer adds pure noise, and the accountant counts that step).
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             if config.input_noise_std > 0:
                 xb = xb + torch.randn_like(xb) * config.input_noise_std
@@ -125,9 +125,10 @@ def fit(
                 scheduler.step()
             steps += 1
             n = len(yb)
-            seen += n
-            loss_sum += float(loss.detach()) * n
-            correct += int((logits.detach().argmax(1) == yb).sum())
+            if n:
+                seen += n
+                loss_sum += float(loss.detach()) * n
+                correct += int((logits.detach().argmax(1) == yb).sum())
     metrics: dict[str, float | int | str] = {
         "train_loss": loss_sum / max(seen, 1),
         "train_accuracy": correct / max(seen, 1),

@@ -1,0 +1,104 @@
+"""What travels between the fedsilo ServerApp and ClientApp, in Flower records.
+
+Every message is a ``RecordDict``; these are its keys and how our objects map to them.
+
+server -> client (query "stats"): ``config`` {"action": "stats"}
+client -> server: ``stats`` ArrayRecord (FeatureStats fields), ``metrics`` with
+    ``num-examples``, ``info`` ConfigRecord with the silo's schema as TOML
+server -> client (train / evaluate): ``arrays`` (global model), ``config``, and once
+    federated statistics exist, ``prep`` ArrayRecord (the fitted preprocessor and
+    global class weights) so every silo cleans and weights its data the same way
+client -> server (train): ``arrays`` (updated model), ``metrics`` (always the same
+    keys: see ``TRAIN_METRIC_KEYS``), ``info`` ConfigRecord with ``status``
+    ("ok" or "declined") and a human-readable ``reason``
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord
+
+from core_training.preprocess import FeatureStats, Preprocessor
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+PREP = "prep"
+STATS = "stats"
+INFO = "info"
+NUM_EXAMPLES = "num-examples"
+
+STATUS_OK = "ok"
+STATUS_DECLINED = "declined"
+
+# Metrics every train reply carries (Flower aggregates only replies with equal keys).
+# val_* describe the global model the client received, on its local validation split.
+TRAIN_METRIC_KEYS = (
+    NUM_EXAMPLES,
+    "train_loss",
+    "train_accuracy",
+    "val_examples",
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "epsilon",
+    "budget_exhausted",
+    "train_seconds",
+)
+EVAL_METRIC_KEYS = (
+    NUM_EXAMPLES,
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+)
+
+
+def state_to_record(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
+
+
+def record_to_state(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v.numpy(), copy=True)) for k, v in record.items()}
+
+
+def record_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def numpy_to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+def stats_to_record(stats: FeatureStats) -> ArrayRecord:
+    return numpy_to_record({k: np.asarray(v) for k, v in stats.to_dict().items()})
+
+
+def record_to_stats(record: ArrayRecord) -> FeatureStats:
+    return FeatureStats.from_dict(record_to_numpy(record))
+
+
+def prep_to_record(pre: Preprocessor, class_weights: np.ndarray | None) -> ArrayRecord:
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in pre.to_dict().items()}
+    if class_weights is not None:
+        arrays["class_weights"] = np.asarray(class_weights, dtype=np.float64)
+    return numpy_to_record(arrays)
+
+
+def record_to_prep(record: ArrayRecord) -> tuple[Preprocessor, np.ndarray | None]:
+    arrays = record_to_numpy(record)
+    weights = arrays.pop("class_weights", None)
+    return Preprocessor.from_dict(arrays), weights
+
+
+def info_record(status: str, reason: str = "", **extra: str) -> ConfigRecord:
+    return ConfigRecord({"status": status, "reason": reason, **extra})
+
+
+def schema_digest(schema_toml: str) -> str:
+    """A short fingerprint of a schema, to check that silos agree on the contract."""
+    return hashlib.sha256(schema_toml.encode()).hexdigest()[:16]

@@ -1,0 +1,211 @@
+"""Federation settings from Flower's run-config, validated in one place.
+
+A run-config holds two kinds of keys: the local trainer's (``TrainConfig``) and the
+federation's (``RunSettings``). :func:`from_run_config` splits them and refuses a key
+that belongs to neither, naming it. The defaults here are the ones in
+``[tool.flwr.app.config]`` of ``pyproject.toml`` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from core_training.config import ConfigError, TrainConfig, coerce_value, require, require_choice
+from core_training.data import BUILTIN_DATASETS
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
+PARTITIONERS = ("iid", "dirichlet", "quantity")
+VALIDATION = ("server", "federated")
+STOP_METRICS = {  # metric -> True when larger is better
+    "val_loss": False,
+    "val_accuracy": True,
+    "val_balanced_accuracy": True,
+    "val_macro_f1": True,
+}
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything about a federation that is not a local training setting."""
+
+    num_server_rounds: int = 10
+    fraction_train: float = 1.0
+    min_nodes: int = 2
+    round_timeout: float = 300.0  # seconds to wait for the replies of one round
+    node_wait_timeout: float = 120.0  # seconds to wait for min-nodes to connect
+    dataset: str = "digits"
+    schema: str = ""
+    synthetic_rows: int = 2000
+    synthetic_features: int = 20
+    synthetic_classes: int = 2
+    synthetic_minority_fraction: float = 0.0  # 0: balanced classes
+    server_val_fraction: float = 0.2
+    local_val_fraction: float = 0.2
+    partitioner: str = "iid"
+    dirichlet_alpha: float = 0.5
+    min_partition_size: int = 10
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_learning_rate: float = 0.01
+    trimmed_beta: float = 0.2
+    krum_malicious: int = 0
+    dp: bool = False
+    target_epsilon: float = 8.0
+    target_delta: float = 1e-5
+    dp_max_grad_norm: float = 1.0
+    privacy_budget: float = 10.0
+    max_exhausted_fraction: float = 0.5
+    validation: str = "server"
+    early_stopping_metric: str = "val_loss"
+    early_stopping_patience: int = 3
+    early_stopping_min_delta: float = 0.0
+    export_int8: bool = True
+    artifacts_dir: str = "artifacts"
+    run_name: str = ""
+    key_file: str = ""
+    resume: bool = False
+    initial_model: str = ""
+
+    def __post_init__(self) -> None:
+        require(
+            self.num_server_rounds >= 1,
+            "num-server-rounds",
+            "must be at least 1",
+            self.num_server_rounds,
+        )
+        require(
+            0 < self.fraction_train <= 1, "fraction-train", "must be in (0, 1]", self.fraction_train
+        )
+        require(self.min_nodes >= 1, "min-nodes", "must be at least 1", self.min_nodes)
+        require(self.round_timeout > 0, "round-timeout", "must be positive", self.round_timeout)
+        require(
+            self.node_wait_timeout > 0,
+            "node-wait-timeout",
+            "must be positive",
+            self.node_wait_timeout,
+        )
+        for key in ("server_val_fraction", "local_val_fraction"):
+            value = getattr(self, key)
+            require(0 < value < 1, key.replace("_", "-"), "must be in (0, 1)", value)
+        require(
+            self.dirichlet_alpha > 0, "dirichlet-alpha", "must be positive", self.dirichlet_alpha
+        )
+        require(
+            self.min_partition_size >= 1,
+            "min-partition-size",
+            "must be at least 1",
+            self.min_partition_size,
+        )
+        require(self.proximal_mu >= 0, "proximal-mu", "must be non-negative", self.proximal_mu)
+        require(
+            self.server_learning_rate > 0,
+            "server-learning-rate",
+            "must be positive",
+            self.server_learning_rate,
+        )
+        require(
+            0 <= self.trimmed_beta < 0.5, "trimmed-beta", "must be in [0, 0.5)", self.trimmed_beta
+        )
+        require(
+            self.krum_malicious >= 0, "krum-malicious", "must be non-negative", self.krum_malicious
+        )
+        require(self.target_epsilon > 0, "target-epsilon", "must be positive", self.target_epsilon)
+        require(0 < self.target_delta < 1, "target-delta", "must be in (0, 1)", self.target_delta)
+        require(
+            self.dp_max_grad_norm > 0, "dp-max-grad-norm", "must be positive", self.dp_max_grad_norm
+        )
+        require(self.privacy_budget > 0, "privacy-budget", "must be positive", self.privacy_budget)
+        require(
+            0 < self.max_exhausted_fraction <= 1,
+            "max-exhausted-fraction",
+            "must be in (0, 1]",
+            self.max_exhausted_fraction,
+        )
+        require(
+            self.early_stopping_patience >= 1,
+            "early-stopping-patience",
+            "must be at least 1",
+            self.early_stopping_patience,
+        )
+        require(
+            self.early_stopping_min_delta >= 0,
+            "early-stopping-min-delta",
+            "must be non-negative",
+            self.early_stopping_min_delta,
+        )
+        require(
+            0 <= self.synthetic_minority_fraction < 1,
+            "synthetic-minority-fraction",
+            "must be in [0, 1)",
+            self.synthetic_minority_fraction,
+        )
+        require_choice("strategy", self.strategy, STRATEGIES)
+        require_choice("partitioner", self.partitioner, PARTITIONERS)
+        require_choice("validation", self.validation, VALIDATION)
+        require_choice("early-stopping-metric", self.early_stopping_metric, tuple(STOP_METRICS))
+        if self.dataset not in BUILTIN_DATASETS and not self.schema:
+            raise ConfigError(
+                f"setting 'dataset' is {self.dataset!r}, which is not a built-in set "
+                f"({', '.join(BUILTIN_DATASETS)}); a data file also needs 'schema'"
+            )
+        if self.dp and self.privacy_budget < self.target_epsilon:
+            raise ConfigError(
+                f"setting 'privacy-budget' ({self.privacy_budget}) is below 'target-epsilon' "
+                f"({self.target_epsilon}): the run could never finish; raise the budget"
+            )
+
+    @property
+    def builtin(self) -> bool:
+        return self.dataset in BUILTIN_DATASETS
+
+    def synthetic_params(self) -> dict[str, Any]:
+        if self.dataset != "synthetic":
+            return {}
+        return {
+            "rows": self.synthetic_rows,
+            "features": self.synthetic_features,
+            "classes": self.synthetic_classes,
+            "minority_fraction": self.synthetic_minority_fraction or None,
+        }
+
+    def artifacts_root(self) -> Path:
+        """``artifacts-dir`` as given when absolute; a relative one lives under
+        ``$FEDSILO_HOME`` (default ``~/.fedsilo``), because the ServerApp's working
+        directory is wherever the SuperLink was started, not the project folder."""
+        path = Path(self.artifacts_dir).expanduser()
+        return path if path.is_absolute() else fedsilo_home() / path
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name.replace("_", "-") for f in fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def fedsilo_home() -> Path:
+    return Path(os.environ.get("FEDSILO_HOME", "~/.fedsilo")).expanduser()
+
+
+def from_run_config(run_config: dict[str, Any]) -> tuple[RunSettings, TrainConfig]:
+    """Split and validate a Flower run-config; unknown keys are errors."""
+    train_keys = set(TrainConfig.keys())
+    run_fields = {f.name: f for f in fields(RunSettings)}
+    run_kwargs: dict[str, Any] = {}
+    train_values: dict[str, Any] = {}
+    for key, value in run_config.items():
+        if key in train_keys:
+            train_values[key] = value
+            continue
+        name = key.replace("-", "_")
+        if name not in run_fields:
+            raise ConfigError(
+                f"unknown setting {key!r}; see docs/simulation.md for every key "
+                f"(federation: {', '.join(RunSettings.keys())}; "
+                f"training: {', '.join(TrainConfig.keys())})"
+            )
+        run_kwargs[name] = coerce_value(key, value, type(getattr(RunSettings(), name)))
+    return RunSettings(**run_kwargs), TrainConfig.from_dict(train_values)

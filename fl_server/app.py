@@ -1,0 +1,319 @@
+"""fedsilo's Flower ServerApp: set up (or resume) a federation, run its rounds, and
+write its outputs: checkpoint, best model, int8 export, history, summary and curves.
+
+All paths are resolved here and printed: the ServerApp runs in a process whose working
+directory is wherever the SuperLink was started, not the project folder.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from logging import INFO, WARNING
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore import log
+
+from core_training.config import TrainConfig
+from core_training.models import build_model
+from core_training.pipeline import model_spec_for
+from core_training.preprocess import Preprocessor
+from fl_client.silo import pooled_split
+from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
+from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
+
+from .early_stopping import EarlyStopping
+from .loop import RoundLoop, RunStopped
+from .modelfile import arrays_from_state, load_model, save_model, serialized_size
+from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
+from .state import (
+    BEST_MODEL_FILE,
+    CHECKPOINT_FILE,
+    EXPORT_FILE,
+    RunState,
+    latest_run_dir,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings, config = from_run_config(dict(context.run_config))
+    Federation(grid, settings, config, run_id=context.run_id).run()
+
+
+class Federation:
+    """One federated training run, from set-up to export."""
+
+    def __init__(
+        self, grid: Grid, settings: RunSettings, config: TrainConfig, *, run_id: int
+    ) -> None:
+        self.settings, self.config = settings, config
+        self.key = _server_key(settings)
+        self.run_dir = self._run_dir(run_id)
+        self.loop = RoundLoop(grid, settings, config, on_best=self._save_best)
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def _run_dir(self, run_id: int) -> Path:
+        root = self.settings.artifacts_root()
+        if self.settings.run_name:
+            return root / self.settings.run_name
+        if self.settings.resume:
+            found = latest_run_dir(root)
+            if found is None:
+                raise RunStopped("nothing-to-resume", f"resume=true, but {root} holds no run")
+            return found
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        return root / f"{Path(self.settings.dataset).stem}-{stamp}-{run_id}"
+
+    def _start(self) -> RunState:
+        checkpoint = self.run_dir / CHECKPOINT_FILE
+        if self.settings.resume and checkpoint.exists():
+            state, _ = load_checkpoint(checkpoint, key=self.key)
+            log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
+            self.loop.model_spec = state.spec
+            self._load_validation(state)
+            return state
+        if self.settings.resume:
+            raise RunStopped("nothing-to-resume", f"resume=true, but {checkpoint} does not exist")
+        if checkpoint.exists():
+            raise RunStopped(
+                "run-exists",
+                f"{self.run_dir} already holds a run; set resume=true to continue it or "
+                "choose another run-name",
+            )
+        server_table = None
+        if self.settings.builtin or Path(self.settings.dataset).exists():
+            _, server_table = pooled_split(self.settings, self.config.seed)
+        schema, prep = self.loop.federated_statistics(server_table.schema if server_table else None)
+        spec = model_spec_for(schema, self.config)
+        if self.settings.initial_model:
+            loaded = load_model(self.settings.initial_model, key=self.key)
+            if (loaded.spec.in_features, loaded.spec.num_classes) != (
+                spec.in_features,
+                spec.num_classes,
+            ) or loaded.quantized:
+                raise RunStopped(
+                    "bad-initial-model",
+                    f"initial-model {self.settings.initial_model} is a "
+                    f"{'quantized ' if loaded.quantized else ''}{loaded.spec.kind} for "
+                    f"{loaded.spec.in_features} features and {loaded.spec.num_classes} classes; "
+                    f"this federation needs an fp32 model for {spec.in_features} and "
+                    f"{spec.num_classes}",
+                )
+            spec, initial = loaded.spec, arrays_from_state(loaded.model.state_dict())
+            log(INFO, "Starting from %s", self.settings.initial_model)
+        else:
+            torch.manual_seed(self.config.seed)
+            initial = arrays_from_state(build_model(spec).state_dict())
+        state = RunState(
+            spec=spec,
+            schema=schema,
+            current=initial,
+            best={k: v.copy() for k, v in initial.items()},
+            early_stopping=EarlyStopping(
+                patience=self.settings.early_stopping_patience,
+                min_delta=self.settings.early_stopping_min_delta,
+                higher_is_better=STOP_METRICS[self.settings.early_stopping_metric],
+            ),
+            prep=prep,
+        )
+        self.loop.model_spec = spec
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._load_validation(state, server_table)
+        if self.settings.validation == "server":
+            self.loop.evaluated(state, 0, state.current, self.loop.server_metrics(state.current))
+        return state
+
+    def _load_validation(self, state: RunState, table: Any = None) -> None:
+        if self.settings.validation != "server":
+            return
+        if table is None:
+            if not (self.settings.builtin or Path(self.settings.dataset).exists()):
+                raise RunStopped(
+                    "no-validation-data",
+                    f"validation=server needs data on the server, but {self.settings.dataset} "
+                    "is not readable here; use validation=federated",
+                )
+            _, table = pooled_split(self.settings, self.config.seed)
+        pre = Preprocessor.from_dict({k: v for k, v in state.prep.items() if k != "class_weights"})
+        self.loop.validation = (pre.transform(table.X), table.y)
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        log(INFO, "fedsilo run: outputs in %s", self.run_dir)
+        state: RunState | None = None
+        stop_reason, detail = "completed", ""
+        try:
+            state = self._start()
+            elapsed0 = state.elapsed
+            for server_round in range(state.round + 1, self.settings.num_server_rounds + 1):
+                entry = self.loop.train_round(state, server_round)
+                state.round = server_round
+                state.elapsed = elapsed0 + time.perf_counter() - started
+                self._checkpoint(state)
+                _log_round(entry, self.settings.num_server_rounds, state)
+                if state.early_stopping.should_stop:
+                    stop_reason = "early-stopping"
+                    detail = (
+                        f"{self.settings.early_stopping_metric} did not improve by more than "
+                        f"{self.settings.early_stopping_min_delta:g} for "
+                        f"{self.settings.early_stopping_patience} round(s)"
+                    )
+                    break
+        except RunStopped as stop:
+            stop_reason, detail = stop.reason, str(stop)
+            log(WARNING, "Run stopped: %s", detail)
+            if state is None:
+                raise
+            self._checkpoint(state)
+        summary = self._finish(state, stop_reason, detail)
+        log(INFO, "fedsilo run finished (%s); outputs in %s", stop_reason, self.run_dir)
+        return summary
+
+    def _checkpoint(self, state: RunState) -> None:
+        save_checkpoint(self.run_dir, state, key=self.key, config=self._config_dict())
+        write_json(self.run_dir / HISTORY_FILE, state.history)
+
+    def _save_best(self, state: RunState) -> None:
+        save_model(
+            self.run_dir / BEST_MODEL_FILE,
+            _tensors(state.best),
+            key=self.key,
+            spec=state.spec,
+            schema=state.schema,
+            round=state.early_stopping.best_round,
+            metrics=state.entry(state.early_stopping.best_round),
+        )
+
+    def _config_dict(self) -> dict[str, Any]:
+        return {**self.settings.to_dict(), **self.config.to_dict()}
+
+    # -- the end -----------------------------------------------------------------------
+
+    def _finish(self, state: RunState, stop_reason: str, detail: str) -> dict[str, Any]:
+        if self.settings.validation == "federated" and state.round > 0:
+            last = state.entry(state.round)
+            if last.get("val_loss") is None:
+                try:
+                    metrics = self.loop.federated_metrics(state.current, state.prep)
+                    self.loop.evaluated(state, state.round, state.current, metrics)
+                except RunStopped as stop:
+                    log(WARNING, "Final validation skipped: %s", stop)
+        best_round = state.early_stopping.best_round
+        best = state.entry(best_round)
+        export = self._export(state) if self.settings.export_int8 else None
+        eps = [h["epsilon_max"] for h in state.history if h.get("epsilon_max") is not None]
+        summary = {
+            "run_dir": str(self.run_dir),
+            "rounds_completed": state.round,
+            "best_round": best_round,
+            "stopped_early": stop_reason != "completed",
+            "stop_reason": stop_reason,
+            "stop_detail": detail,
+            "best_metrics": {k: best.get(k) for k in best if k.startswith("val_")},
+            "epsilon_max": max(eps) if eps else None,
+            "declined_silos": state.declined_silos,
+            "best_model": str(self.run_dir / BEST_MODEL_FILE),
+            "checkpoint": str(self.run_dir / CHECKPOINT_FILE),
+            "export": export,
+            "seconds": round(state.elapsed, 3),
+            "settings": self._config_dict(),
+        }
+        state.history.sort(key=lambda h: h["round"])
+        write_json(self.run_dir / HISTORY_FILE, state.history)
+        write_json(self.run_dir / SUMMARY_FILE, summary)
+        plot_curves(state.history, self.run_dir / CURVES_FILE)
+        if not (self.run_dir / BEST_MODEL_FILE).exists():
+            self._save_best(state)
+        return summary
+
+    def _export(self, state: RunState) -> dict[str, Any]:
+        """The best model quantized to int8, encrypted, with sizes and accuracies."""
+        from core_training.models import quantize_int8
+
+        model = build_model(state.spec)
+        model.load_state_dict(_tensors(state.best))
+        qmodel = quantize_int8(model)
+        qstate = qmodel.state_dict()
+        if self.settings.validation == "server":
+            fp32 = self.loop.server_metrics(state.best)["val_accuracy"]
+            int8 = self.loop.server_metrics(state.best, int8=True)["val_accuracy"]
+        else:
+            fp32 = state.entry(state.early_stopping.best_round).get("val_accuracy")
+            try:
+                int8 = self.loop.federated_metrics(state.best, state.prep, int8=True)[
+                    "val_accuracy"
+                ]
+            except RunStopped:
+                int8 = None
+        path = save_model(
+            self.run_dir / EXPORT_FILE,
+            qstate,
+            key=self.key,
+            spec=state.spec,
+            schema=state.schema,
+            kind="export",
+            round=state.early_stopping.best_round,
+            fp32_accuracy=fp32,
+            int8_accuracy=int8,
+        )
+        return {
+            "path": str(path),
+            "fp32_bytes": serialized_size(model.state_dict()),
+            "int8_bytes": serialized_size(qstate),
+            "fp32_accuracy": fp32,
+            "int8_accuracy": int8,
+        }
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
+
+
+def _server_key(settings: RunSettings) -> bytes:
+    """The key for everything the server writes. With no key configured anywhere, a new
+    one is made at the default location (outside every artifacts folder), once."""
+    try:
+        return resolve_key(settings.key_file or None)
+    except KeyNotFoundError:
+        if settings.key_file:
+            raise
+        path = generate_key_file(default_key_path())
+        log(INFO, "Created a new encryption key at %s (keep it; artifacts need it)", path)
+        return resolve_key(None)
+
+
+def _log_round(entry: dict[str, Any], total: int, state: RunState) -> None:
+    def fmt(key: str, spec: str = ".4f") -> str:
+        value = entry.get(key)
+        return "-" if value is None else format(value, spec)
+
+    log(
+        INFO,
+        "[round %d/%d] clients %d (rejected %d, failed %d, declined %d) train_loss %s "
+        "val_loss %s val_accuracy %s epsilon %s best round %d (%.1fs)",
+        entry["round"],
+        total,
+        entry.get("num_clients", 0),
+        entry.get("num_rejected", 0),
+        entry.get("num_failed", 0),
+        entry.get("num_declined", 0),
+        fmt("train_loss"),
+        fmt("val_loss"),
+        fmt("val_accuracy"),
+        fmt("epsilon_max", ".3f"),
+        state.early_stopping.best_round,
+        entry.get("seconds", 0.0),
+    )

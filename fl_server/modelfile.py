@@ -1,0 +1,89 @@
+"""Model files: encrypted, self-describing, and the int8 export.
+
+Every model file holds the weights and, in its metadata, the ``ModelSpec`` and the
+schema it was trained for, so any file can be turned back into a working model (for
+evaluation, export, or as the start of a new federation) without outside knowledge.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core_training.models import ModelSpec, build_model, quantize_int8
+from core_training.schema import Schema
+from privacy import store
+
+MODEL_KINDS_FP32 = ("model", "update", "checkpoint")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    spec: ModelSpec
+    schema: Schema | None
+    metadata: dict[str, Any]
+    quantized: bool
+
+
+def serialized_size(state: dict[str, Any]) -> int:
+    """Bytes of a state dict as ``torch.save`` writes it (before encryption)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.tell()
+
+
+def model_metadata(spec: ModelSpec, schema: Schema | None, **extra: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"model_spec": spec.to_dict(), **extra}
+    if schema is not None:
+        meta["schema"] = schema.to_dict()
+    return meta
+
+
+def save_model(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    *,
+    key: bytes,
+    spec: ModelSpec,
+    schema: Schema | None,
+    kind: str = "model",
+    **extra: Any,
+) -> Path:
+    return store.save_state(
+        path, state, key=key, kind=kind, metadata=model_metadata(spec, schema, **extra)
+    )
+
+
+def load_model(path: str | Path, *, key: bytes) -> LoadedModel:
+    """Any model file we write (model, update, checkpoint, int8 export) as a model."""
+    info = store.read_info(path, key=key)
+    kind = info["kind"]
+    if kind not in (*MODEL_KINDS_FP32, "export"):
+        raise ValueError(f"{path} holds a {kind}, not a model")
+    payload, meta = store.load_state(path, key=key, kind=kind)
+    if kind == "checkpoint":
+        payload = payload["best_state"]
+    spec = ModelSpec.from_dict(meta["model_spec"])
+    schema = Schema.from_dict(meta["schema"], source=str(path)) if meta.get("schema") else None
+    model = build_model(spec)
+    quantized = kind == "export"
+    if quantized:
+        model = quantize_int8(model)
+    model.load_state_dict(payload)
+    model.eval()
+    return LoadedModel(model, spec, schema, meta, quantized)
+
+
+def state_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
+
+
+def arrays_from_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
