@@ -1,0 +1,321 @@
+"""DP-SGD with Opacus: make a model, optimizer and loader private, and count epsilon.
+
+A :class:`DPSession` is the ``privatize`` hook that ``core_training.trainer.fit`` accepts::
+
+    session = DPSession(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.1, epochs=2)
+    plan = session.plan(num_examples=len(X), batch_size=64)   # check the ledger with this
+    result = fit(model, X, y, config, privatize=session)
+    weights = unwrapped_state_dict(model_or_wrapper)          # keys as without DP
+    session.steps_taken, session.epsilon()
+
+Every privacy parameter is keyword-only, so sigma (noise multiplier) and q (sample rate)
+cannot be swapped by position. Epsilon is counted with Opacus's RDP accountant.
+
+The loader handed back samples each example independently with probability
+q = 1/len(loader) (Poisson sampling, as the accountant assumes), so batch sizes vary and a
+batch can be empty: its tensors then have zero rows. Such a batch must still go through
+forward, backward and ``optimizer.step()``: the step adds pure noise and is counted by
+the accountant. Skipping it would make the released model depend on whether the batch
+was empty, which the accounting does not cover. Leave empty batches out of loss averages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from opacus import GradSampleModule, PrivacyEngine
+from opacus.accountants import RDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader
+
+ACCOUNTANT = "rdp"
+
+
+class IncompatibleModelError(ValueError):
+    """A model DP-SGD cannot train as is; the message lists each problem."""
+
+
+@dataclass(frozen=True)
+class DPPlan:
+    """What one local training will spend, known before it starts."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    max_grad_norm: float
+    delta: float
+
+    def epsilon(self) -> float:
+        return epsilon_for(
+            noise_multiplier=self.noise_multiplier,
+            sample_rate=self.sample_rate,
+            steps=self.steps,
+            delta=self.delta,
+        )
+
+
+def sample_rate_for(*, num_examples: int, batch_size: int) -> float:
+    """q as Opacus sets it for a ``DataLoader(batch_size=...)``: 1 / number of batches."""
+    if num_examples < 1 or batch_size < 1:
+        raise ValueError("num_examples and batch_size must be positive")
+    return 1.0 / math.ceil(num_examples / batch_size)
+
+
+def steps_for(epochs: int, sample_rate: float) -> int:
+    """Optimizer steps in ``epochs`` epochs of a Poisson loader with rate ``sample_rate``.
+
+    Opacus's sampler runs ``int(1 / sample_rate)`` batches per epoch; floating point makes
+    that one less than the original number of batches for some sizes (93 batches -> 92),
+    so this mirrors it exactly rather than computing ``epochs / sample_rate``.
+    """
+    _check_rate(sample_rate)
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    return int(epochs) * int(1 / sample_rate)
+
+
+def epsilon_for(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Epsilon of ``steps`` DP-SGD steps at (sigma, q), by the RDP accountant."""
+    return epsilon_of_history([(noise_multiplier, sample_rate, steps)], delta=delta)
+
+
+def epsilon_of_history(history: Iterable[tuple[float, float, int]], *, delta: float) -> float:
+    """Epsilon of the composition of several (noise multiplier, sample rate, steps) runs.
+
+    RDP composes by adding Renyi divergences order by order and converting to (eps, delta)
+    once, which is tighter than adding the epsilons of each run.
+    """
+    _check_delta(delta)
+    events = []
+    for sigma, q, steps in history:
+        _check_rate(q)
+        if steps < 0 or sigma < 0:
+            raise ValueError("steps and noise multiplier must be >= 0")
+        if steps > 0:
+            events.append((float(sigma), float(q), int(steps)))
+    if not events:
+        return 0.0
+    if any(sigma == 0 for sigma, _, _ in events):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = events
+    return float(accountant.get_epsilon(delta=delta))
+
+
+def noise_for_target(
+    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int
+) -> float:
+    """The smallest noise multiplier (within Opacus's tolerance) that keeps ``steps`` steps
+    at rate ``sample_rate`` at or below ``target_epsilon``."""
+    _check_rate(sample_rate)
+    _check_delta(target_delta)
+    if target_epsilon <= 0 or steps < 1:
+        raise ValueError("target_epsilon must be > 0 and steps >= 1")
+    return float(
+        get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=target_delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=ACCOUNTANT,
+        )
+    )
+
+
+def check_compatible(model: nn.Module) -> list[str]:
+    """What keeps DP-SGD from training ``model`` (empty when it can)."""
+    problems = [
+        str(e)
+        for e in ModuleValidator.validate(model, strict=False)
+        if "training mode" not in str(e)  # train() fixes this, and fit() calls it
+    ]
+    problems += [str(e) for e in GradSampleModule.validate(model, strict=False)]
+    return problems
+
+
+def make_compatible(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with the layers Opacus knows how to replace replaced
+    (BatchNorm -> GroupNorm, LSTM -> DPLSTM, ...), or an :class:`IncompatibleModelError`
+    listing what no fix exists for. Build the optimizer after this, on the returned model;
+    its state dict differs from the original's, so every silo must use the same fix."""
+    fixed = ModuleValidator.fix(model)
+    problems = check_compatible(fixed)
+    if problems:
+        raise IncompatibleModelError(
+            "DP-SGD cannot train this model, and Opacus has no automatic fix for: "
+            + "; ".join(problems)
+            + ". Replace these layers (no BatchNorm or other running statistics in "
+            "trainable layers; every trainable layer needs per-sample gradients)."
+        )
+    return fixed
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside Opacus wrappers (hooks still attached; see
+    :meth:`DPSession.release` to remove them)."""
+    while isinstance(model, GradSampleModule):
+        model = model._module
+    return model
+
+
+def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with the same keys as the non-private model (no ``_module.``)."""
+    return unwrap(model).state_dict()
+
+
+class DPSession:
+    """One private local training: call it as the trainer's ``privatize`` hook, once.
+
+    Give either ``noise_multiplier`` or ``target_epsilon`` (then the noise is chosen so
+    that ``epochs`` epochs land at or below it). It records the noise multiplier, the
+    sample rate and the optimizer steps actually taken, and reports epsilon for them.
+    ``secure_mode`` uses a cryptographically secure noise source (slower; for production).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_grad_norm: float,
+        delta: float,
+        epochs: int,
+        noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        secure_mode: bool = False,
+    ) -> None:
+        if (noise_multiplier is None) == (target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        if noise_multiplier is not None and noise_multiplier <= 0:
+            raise ValueError(f"noise_multiplier must be > 0, got {noise_multiplier}")
+        if target_epsilon is not None and target_epsilon <= 0:
+            raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
+        if max_grad_norm <= 0:
+            raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        _check_delta(delta)
+        self.max_grad_norm = float(max_grad_norm)
+        self.delta = float(delta)
+        self.epochs = int(epochs)
+        self.target_epsilon = target_epsilon
+        self.secure_mode = secure_mode
+        self._fixed_noise = noise_multiplier
+        self._plan: DPPlan | None = None
+        self._engine: PrivacyEngine | None = None
+        self._wrapper: GradSampleModule | None = None
+
+    def plan(self, *, num_examples: int, batch_size: int) -> DPPlan:
+        """The noise, rate and steps this session will use for a loader of
+        ``num_examples`` examples in batches of ``batch_size``; ask the ledger with it."""
+        q = sample_rate_for(num_examples=num_examples, batch_size=batch_size)
+        self._plan = self._plan_for(q)
+        return self._plan
+
+    def _plan_for(self, sample_rate: float) -> DPPlan:
+        steps = steps_for(self.epochs, sample_rate)
+        if self._fixed_noise is not None:
+            sigma = self._fixed_noise
+        else:
+            assert self.target_epsilon is not None
+            sigma = noise_for_target(
+                target_epsilon=self.target_epsilon,
+                target_delta=self.delta,
+                sample_rate=sample_rate,
+                steps=steps,
+            )
+        return DPPlan(sigma, sample_rate, steps, self.max_grad_norm, self.delta)
+
+    def __call__(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
+    ) -> tuple[nn.Module, torch.optim.Optimizer, Iterable]:
+        """The ``privatize`` hook: private (model, optimizer, Poisson loader)."""
+        if self._engine is not None:
+            raise RuntimeError("a DPSession makes one training private; make a new one per round")
+        problems = check_compatible(model)
+        if problems:
+            raise IncompatibleModelError(
+                "this model cannot be trained with DP-SGD: " + "; ".join(problems) + ". "
+                "Call privacy.dp.make_compatible(model) before building the optimizer."
+            )
+        sample_rate = 1.0 / len(loader)
+        plan = self._plan_for(sample_rate)
+        if self._plan is not None and not math.isclose(self._plan.sample_rate, sample_rate):
+            raise ValueError(
+                f"the loader's sample rate {sample_rate:.6g} differs from the planned "
+                f"{self._plan.sample_rate:.6g}: the ledger was checked for another plan"
+            )
+        self._plan = plan
+        model.train()
+        self._engine = PrivacyEngine(accountant=ACCOUNTANT, secure_mode=self.secure_mode)
+        private_model, private_optimizer, private_loader = self._engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=plan.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            poisson_sampling=True,
+        )
+        self._wrapper = private_model
+        return private_model, private_optimizer, private_loader
+
+    @property
+    def used_plan(self) -> DPPlan | None:
+        """The plan in force once :meth:`plan` or the hook has run (``None`` before)."""
+        return self._plan
+
+    @property
+    def noise_multiplier(self) -> float | None:
+        return self._plan.noise_multiplier if self._plan else self._fixed_noise
+
+    @property
+    def sample_rate(self) -> float | None:
+        return self._plan.sample_rate if self._plan else None
+
+    @property
+    def steps_taken(self) -> int:
+        """Noisy optimizer steps taken so far, as the accountant counted them."""
+        if self._engine is None:
+            return 0
+        return sum(steps for _, _, steps in self._engine.accountant.history)
+
+    def epsilon(self) -> float:
+        """Epsilon spent by the steps taken in this session (RDP accountant)."""
+        if self._plan is None:
+            return 0.0
+        return epsilon_for(
+            noise_multiplier=self._plan.noise_multiplier,
+            sample_rate=self._plan.sample_rate,
+            steps=self.steps_taken,
+            delta=self.delta,
+        )
+
+    def report(self) -> dict[str, float | int]:
+        """Numbers for a metrics record."""
+        return {
+            "dp_epsilon": self.epsilon(),
+            "dp_delta": self.delta,
+            "dp_noise_multiplier": self.noise_multiplier or 0.0,
+            "dp_sample_rate": self.sample_rate or 0.0,
+            "dp_steps": self.steps_taken,
+            "dp_max_grad_norm": self.max_grad_norm,
+        }
+
+    def release(self) -> nn.Module:
+        """Remove Opacus's hooks and per-sample attributes; return the plain model."""
+        if self._wrapper is None:
+            raise RuntimeError("nothing to release: the session has not been used")
+        return self._wrapper.to_standard_module()
+
+
+def _check_rate(sample_rate: float) -> None:
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample rate must be in (0, 1], got {sample_rate}")
+
+
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")

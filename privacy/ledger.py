@@ -1,0 +1,351 @@
+"""A silo's privacy spending across rounds and runs, kept encrypted on disk.
+
+The ledger stores what happened, not a running total: one entry per local training with
+its noise multiplier, sample rate and steps (plus run, round, label and timestamps).
+Epsilon is always recomputed from the RDP composition of every entry, so it is never a sum
+of per-round epsilons (too pessimistic) and never reset between rounds or runs (wrong).
+
+A round goes: :meth:`PrivacyLedger.reserve` checks the planned steps against the budget
+(refusing with :class:`BudgetExhaustedError` before anything is recorded) and persists a
+*reservation* that already counts as spent; after training, :meth:`Reservation.settle`
+replaces the planned steps by the steps actually taken. A crash in between leaves the
+reservation on disk, counted at its planned steps, so a crash never under-counts.
+
+Budget changes: a smaller budget given at open is always adopted (it is only stricter).
+A larger one is refused unless ``allow_budget_increase=True``, which is recorded with its
+time in ``budget_changes``. The delta cannot change: epsilons at two deltas do not compare.
+One process at a time should write a given ledger file (one silo, one client).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import warnings
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import store
+from ._fsio import ArtifactNotFoundError
+from .dp import DPPlan, epsilon_of_history
+
+LEDGER_FORMAT = "fedsilo-privacy-ledger"
+LEDGER_VERSION = 1
+RESERVED = "reserved"
+SETTLED = "settled"
+
+
+class BudgetExhaustedError(RuntimeError):
+    """Training would take epsilon past the budget; nothing was spent."""
+
+    def __init__(self, *, spent: float, budget: float, projected: float, delta: float) -> None:
+        self.spent, self.budget, self.projected, self.delta = spent, budget, projected, delta
+        super().__init__(
+            f"privacy budget exhausted: this round would bring epsilon from {spent:.4g} to "
+            f"{projected:.4g}, over the budget of {budget:.4g} (delta={delta:g}). Training "
+            f"was refused and nothing was spent. Use fewer steps or more noise, or stop."
+        )
+
+
+class LedgerMismatchError(ValueError):
+    """The ledger on disk was kept under other terms (delta, budget) than asked for."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One local training: what the accountant needs, plus where and when."""
+
+    id: str
+    run: str
+    round: int | None
+    label: str
+    noise_multiplier: float
+    sample_rate: float
+    planned_steps: int
+    steps: int  # counted steps: planned while reserved, taken once settled
+    status: str
+    reserved_at: str
+    settled_at: str | None = None
+
+
+class PrivacyLedger:
+    """Open with :meth:`open`; every change is written to disk before it returns."""
+
+    def __init__(self, path: Path, key: bytes, record: dict[str, Any], run: str) -> None:
+        self.path = path
+        self._key = key
+        self._record = record
+        self.run = run
+
+    # --- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        key: bytes,
+        budget_epsilon: float,
+        delta: float,
+        run: str | None = None,
+        allow_budget_increase: bool = False,
+    ) -> PrivacyLedger:
+        """Load the ledger at ``path`` or create it. ``run`` labels this process's entries
+        (default: a fresh id)."""
+        if not budget_epsilon > 0 or not math.isfinite(budget_epsilon):
+            raise ValueError(f"budget_epsilon must be a positive number, got {budget_epsilon}")
+        if not 0 < delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {delta}")
+        path = Path(path)
+        run = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        try:
+            record, _ = store.load_json(path, key=key, kind="ledger")
+        except ArtifactNotFoundError:
+            record = {
+                "format": LEDGER_FORMAT,
+                "version": LEDGER_VERSION,
+                "accountant": "rdp",
+                "delta": delta,
+                "budget_epsilon": budget_epsilon,
+                "created": _now(),
+                "budget_changes": [],
+                "entries": [],
+            }
+            ledger = cls(path, key, record, run)
+            ledger._save()
+            return ledger
+        if not isinstance(record, dict) or record.get("format") != LEDGER_FORMAT:
+            raise store.ArtifactFormatError(f"{path} is not a privacy ledger")
+        if record["delta"] != delta:
+            raise LedgerMismatchError(
+                f"the ledger {path} counts epsilon at delta={record['delta']:g}, not {delta:g}; "
+                f"epsilons at different deltas cannot be combined. Use delta={record['delta']:g} "
+                f"or a new ledger for a new data set."
+            )
+        ledger = cls(path, key, record, run)
+        stored = record["budget_epsilon"]
+        if budget_epsilon > stored and not allow_budget_increase:
+            raise LedgerMismatchError(
+                f"the ledger {path} has a budget of epsilon={stored:g}; raising it to "
+                f"{budget_epsilon:g} needs allow_budget_increase=True (it is recorded)."
+            )
+        if budget_epsilon != stored:
+            record["budget_changes"].append(
+                {"at": _now(), "from": stored, "to": budget_epsilon, "run": run}
+            )
+            record["budget_epsilon"] = budget_epsilon
+            ledger._save()
+        return ledger
+
+    # --- reading ------------------------------------------------------------------------
+
+    @property
+    def budget_epsilon(self) -> float:
+        return float(self._record["budget_epsilon"])
+
+    @property
+    def delta(self) -> float:
+        return float(self._record["delta"])
+
+    @property
+    def entries(self) -> tuple[LedgerEntry, ...]:
+        return tuple(LedgerEntry(**e) for e in self._record["entries"])
+
+    @property
+    def rounds_recorded(self) -> int:
+        """Entries that took or may have taken steps (settled or still reserved)."""
+        return sum(1 for e in self._record["entries"] if e["steps"] > 0)
+
+    def spent_epsilon(self) -> float:
+        """Epsilon of everything recorded, reservations counted at their planned steps."""
+        return epsilon_of_history(self._history(), delta=self.delta)
+
+    def remaining(self) -> float:
+        """Budget minus spent epsilon (not additive: use :meth:`check` to plan a round)."""
+        return max(0.0, self.budget_epsilon - self.spent_epsilon())
+
+    def projected_epsilon(
+        self, *, noise_multiplier: float, sample_rate: float, steps: int
+    ) -> float:
+        """Epsilon if a training of ``steps`` steps at (sigma, q) were added now."""
+        return epsilon_of_history(
+            [*self._history(), (noise_multiplier, sample_rate, steps)], delta=self.delta
+        )
+
+    def check(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> float:
+        """The projected epsilon, or :class:`BudgetExhaustedError` if it exceeds the budget."""
+        projected = self.projected_epsilon(
+            noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps
+        )
+        if projected > self.budget_epsilon:
+            raise BudgetExhaustedError(
+                spent=self.spent_epsilon(),
+                budget=self.budget_epsilon,
+                projected=projected,
+                delta=self.delta,
+            )
+        return projected
+
+    def max_steps(self, *, noise_multiplier: float, sample_rate: float) -> int:
+        """The most steps at (sigma, q) that still fit the budget (0 if none)."""
+
+        def fits(steps: int) -> bool:
+            return (
+                self.projected_epsilon(
+                    noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps
+                )
+                <= self.budget_epsilon
+            )
+
+        if not fits(1):
+            return 0
+        low, high = 1, 2
+        while fits(high):
+            low, high = high, high * 2
+            if high > 1 << 40:
+                return low
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if fits(mid) else (low, mid)
+        return low
+
+    # --- spending -----------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        noise_multiplier: float,
+        sample_rate: float,
+        steps: int,
+        round: int | None = None,
+        label: str = "",
+    ) -> Reservation:
+        """Check the budget, then persist a reservation of ``steps`` steps that counts as
+        spent until settled. Refused (nothing recorded) with :class:`BudgetExhaustedError`."""
+        if steps < 1:
+            raise ValueError(f"a reservation needs at least one step, got {steps}")
+        self.check(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
+        entry = LedgerEntry(
+            id=secrets.token_hex(8),
+            run=self.run,
+            round=round,
+            label=label,
+            noise_multiplier=float(noise_multiplier),
+            sample_rate=float(sample_rate),
+            planned_steps=int(steps),
+            steps=int(steps),
+            status=RESERVED,
+            reserved_at=_now(),
+        )
+        self._record["entries"].append(asdict(entry))
+        try:
+            self._save()
+        except BaseException:
+            self._record["entries"].pop()
+            raise
+        return Reservation(self, entry.id)
+
+    def reserve_plan(
+        self, plan: DPPlan, *, round: int | None = None, label: str = ""
+    ) -> Reservation:
+        """:meth:`reserve` for a :class:`~privacy.dp.DPPlan` (checks its delta too)."""
+        if plan.delta != self.delta:
+            raise LedgerMismatchError(f"plan delta {plan.delta:g} != ledger delta {self.delta:g}")
+        return self.reserve(
+            noise_multiplier=plan.noise_multiplier,
+            sample_rate=plan.sample_rate,
+            steps=plan.steps,
+            round=round,
+            label=label,
+        )
+
+    def settle(self, reservation_id: str, steps_taken: int) -> LedgerEntry:
+        """Replace a reservation's planned steps by the steps actually taken."""
+        entries = self._record["entries"]
+        index = next((i for i, e in enumerate(entries) if e["id"] == reservation_id), None)
+        if index is None:
+            raise KeyError(f"no reservation {reservation_id} in {self.path}")
+        old = LedgerEntry(**entries[index])
+        if old.status != RESERVED:
+            raise ValueError(f"reservation {reservation_id} is already settled")
+        if steps_taken < 0:
+            raise ValueError(f"steps_taken must be >= 0, got {steps_taken}")
+        if steps_taken > old.planned_steps:
+            # Recorded all the same: the steps happened, and the ledger must not under-count.
+            warnings.warn(
+                f"{steps_taken} steps were taken against a reservation of "
+                f"{old.planned_steps}; the ledger records them all",
+                stacklevel=2,
+            )
+        new = replace(old, steps=int(steps_taken), status=SETTLED, settled_at=_now())
+        entries[index] = asdict(new)
+        try:
+            self._save()
+        except BaseException:
+            entries[index] = asdict(old)
+            raise
+        return new
+
+    def pending(self) -> tuple[LedgerEntry, ...]:
+        """Reservations never settled (e.g. after a crash); they count at planned steps."""
+        return tuple(e for e in self.entries if e.status == RESERVED)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers for a report or a metrics record."""
+        return {
+            "budget_epsilon": self.budget_epsilon,
+            "delta": self.delta,
+            "spent_epsilon": self.spent_epsilon(),
+            "rounds_recorded": self.rounds_recorded,
+            "pending_reservations": len(self.pending()),
+        }
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _history(self) -> list[tuple[float, float, int]]:
+        return [
+            (e["noise_multiplier"], e["sample_rate"], e["steps"])
+            for e in self._record["entries"]
+            if e["steps"] > 0
+        ]
+
+    def _save(self) -> None:
+        metadata = {
+            "budget_epsilon": self.budget_epsilon,
+            "delta": self.delta,
+            "spent_epsilon": self.spent_epsilon(),
+            "entries": len(self._record["entries"]),
+        }
+        store.save_json(self.path, self._record, key=self._key, kind="ledger", metadata=metadata)
+
+
+class Reservation:
+    """A persisted reservation; settle it with the steps actually taken.
+
+    As a context manager it settles nothing by itself: leaving the block without
+    :meth:`settle` (an exception, a forgotten call) keeps the planned steps counted."""
+
+    def __init__(self, ledger: PrivacyLedger, entry_id: str) -> None:
+        self.ledger = ledger
+        self.id = entry_id
+        self.settled: LedgerEntry | None = None
+
+    def settle(self, steps_taken: int) -> LedgerEntry:
+        self.settled = self.ledger.settle(self.id, steps_taken)
+        return self.settled
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None and self.settled is None:
+            warnings.warn(
+                f"reservation {self.id} left unsettled: its planned steps stay counted",
+                stacklevel=2,
+            )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
