@@ -222,10 +222,10 @@ def _encode_feature(
     out = np.zeros((n, len(cats)), dtype=np.float64)
     for i, cell in enumerate(values):
         text = str(cell).strip()
-        if text.lower() in MISSING_TOKENS:
-            out[i, :] = np.nan
-        elif text in index:
+        if text in index:  # before the missing tokens: a category may be named "none"
             out[i, index[text]] = 1.0
+        elif text.lower() in MISSING_TOKENS:
+            out[i, :] = np.nan
         else:
             problems.append(
                 f"{row_word} {lines[i]}, column {feat.name!r}: category {text[:40]!r} is not in "
@@ -240,14 +240,17 @@ def _encode_label(
     index = schema.class_index()
     y = np.zeros(len(lines), dtype=np.int64)
     for i, cell in enumerate(values):
-        text = _canonical_label(cell)
-        if text.lower() in MISSING_TOKENS:
+        # The text as written first: a class may be named "none" or "01".
+        text = str(cell).strip()
+        if text not in index:
+            text = _canonical_label(cell)
+        if text in index:
+            y[i] = index[text]
+        elif text.lower() in MISSING_TOKENS:
             problems.append(
                 f"{row_word} {lines[i]}, label column {schema.label!r}: the label is missing; "
                 "every training row needs a label (remove the row or fill it in)"
             )
-        elif text in index:
-            y[i] = index[text]
         else:
             problems.append(
                 f"{row_word} {lines[i]}, label column {schema.label!r}: {text[:40]!r} is not one "

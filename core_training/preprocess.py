@@ -41,7 +41,10 @@ def drop_duplicates(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     if len(y) == 0:
         return X, y, 0
-    joined = np.ascontiguousarray(np.column_stack([X.astype(np.float64), y.astype(np.float64)]))
+    joined = np.column_stack([X.astype(np.float64), y.astype(np.float64)])
+    # One bit pattern per value: NaNs differ in sign and payload (0/0 is -nan on x86),
+    # and -0.0 == 0.0.
+    joined = np.ascontiguousarray(np.where(np.isnan(joined), np.nan, joined + 0.0))
     keys = joined.view(np.dtype((np.void, joined.dtype.itemsize * joined.shape[1]))).ravel()
     _, first = np.unique(keys, return_index=True)
     keep = np.sort(first)

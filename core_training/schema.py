@@ -127,7 +127,16 @@ class Schema:
                     f'{{ categories = ["a", "b"] }}, got {kind!r}'
                 )
         shape = raw.get("image_shape")
-        image_shape = tuple(int(v) for v in shape) if shape else None
+        if shape is not None and not (
+            isinstance(shape, (list, tuple))
+            and len(shape) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+        ):
+            raise DataError(
+                f"{source}: image_shape must be [channels, height, width] (three positive "
+                f"integers), got {shape!r}"
+            )
+        image_shape = tuple(shape) if shape else None
         return cls(label["column"], tuple(classes), tuple(features), image_shape)
 
     def to_dict(self) -> dict[str, Any]:
