@@ -37,7 +37,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -100,16 +100,22 @@ class _PyCryptodomeGCM:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def seal(self, nonce: bytes, data: bytes | memoryview, aad: bytes) -> bytes:
+    def _cipher(self, nonce: bytes, aad: bytes) -> Any:
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
         cipher.update(aad)
-        ct, tag = cipher.encrypt_and_digest(data)
+        return cipher
+
+    def seal(self, nonce: bytes, data: bytes | memoryview, aad: bytes) -> bytes:
+        ct, tag = self._cipher(nonce, aad).encrypt_and_digest(data)
         return ct + tag
 
-    def open(self, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-        cipher.update(aad)
-        return cipher.decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+    def open(self, nonce: bytes, sealed: memoryview, aad: bytes) -> bytes:
+        return self._cipher(nonce, aad).decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+
+    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
+        cipher = self._cipher(nonce, aad)
+        cipher.decrypt(sealed[:-TAG_SIZE], output=out)
+        cipher.verify(sealed[-TAG_SIZE:])  # on failure the caller discards ``out``
 
 
 class _OpenSSLGCM:
@@ -123,8 +129,14 @@ class _OpenSSLGCM:
     def seal(self, nonce: bytes, data: bytes | memoryview, aad: bytes) -> bytes:
         return self._aead.encrypt(nonce, data, aad)
 
-    def open(self, nonce: bytes, sealed: bytes, aad: bytes) -> bytes:
+    def open(self, nonce: bytes, sealed: memoryview, aad: bytes) -> bytes:
         return self._aead.decrypt(nonce, sealed, aad)
+
+    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
+        if hasattr(self._aead, "decrypt_into"):  # cryptography >= 45: no intermediate copy
+            self._aead.decrypt_into(nonce, sealed, aad, out)
+        else:
+            out[:] = self._aead.decrypt(nonce, sealed, aad)
 
 
 def available_backends() -> tuple[str, ...]:
@@ -221,19 +233,21 @@ class EncryptingWriter(io.RawIOBase):
         if self._finished:
             raise ValueError("write to a finished encrypted stream")
         view = memoryview(data).cast("B")
-        n = len(view)
-        # Keep at least one byte back: the chunk that turns out to be last must carry the flag.
-        if not self._buffer and n > self._chunk_size:
-            start = 0
-            while n - start > self._chunk_size:
-                self._seal(view[start : start + self._chunk_size], last=False)
-                start += self._chunk_size
-            self._buffer += view[start:]
-            return n
-        self._buffer += view
-        while len(self._buffer) > self._chunk_size:
-            self._seal(memoryview(self._buffer)[: self._chunk_size], last=False)
-            del self._buffer[: self._chunk_size]
+        n, start, size = len(view), 0, self._chunk_size
+        # A chunk is sealed only once more data is known to follow it: the chunk that
+        # turns out to be last must carry the last-chunk flag, so up to one full chunk
+        # always waits in the buffer until close().
+        if self._buffer:
+            start = min(size - len(self._buffer), n)
+            self._buffer += view[:start]
+            if start == n:
+                return n
+            self._seal(self._buffer, last=False)
+            self._buffer.clear()
+        while n - start > size:  # whole chunks straight from the caller's memory
+            self._seal(view[start : start + size], last=False)
+            start += size
+        self._buffer += view[start:]
         return n
 
     def _seal(self, data: bytes | memoryview, *, last: bool) -> None:
@@ -330,21 +344,30 @@ class DecryptingReader(io.RawIOBase):
             raise self._error()
         self._n_chunks = n
         self._last_plain = last_len - TAG_SIZE
+        self._scratch = bytearray(chunk_size + TAG_SIZE)
         self.size = (n - 1) * chunk_size + self._last_plain
+
+    def _chunk_len(self, index: int) -> int:
+        return self._last_plain if index == self._n_chunks - 1 else self._chunk_size
+
+    def _sealed(self, index: int) -> tuple[memoryview, bytes]:
+        """The sealed bytes of chunk ``index`` (in a reused buffer) and its nonce."""
+        size = self._chunk_len(index) + TAG_SIZE
+        self._raw.seek(len(self._header) + index * (self._chunk_size + TAG_SIZE))
+        view = memoryview(self._scratch)[:size]
+        if self._raw.readinto(view) != size:
+            self.failed = True
+            raise self._error()
+        return view, _nonce(self._prefix, index, index == self._n_chunks - 1)
 
     def _chunk(self, index: int) -> bytes:
         cached = self._cache.get(index)
         if cached is not None:
             self._cache.move_to_end(index)
             return cached
-        last = index == self._n_chunks - 1
-        sealed_size = (self._last_plain if last else self._chunk_size) + TAG_SIZE
-        self._raw.seek(len(self._header) + index * (self._chunk_size + TAG_SIZE))
-        sealed = self._raw.read(sealed_size)
+        sealed, nonce = self._sealed(index)
         try:
-            if len(sealed) != sealed_size:
-                raise ValueError("short read")
-            plain = self._gcm.open(_nonce(self._prefix, index, last), sealed, self._header)
+            plain = self._gcm.open(nonce, sealed, self._header)
         except Exception:
             self.failed = True
             raise self._error() from None
@@ -353,6 +376,16 @@ class DecryptingReader(io.RawIOBase):
         if len(self._cache) > self._CACHE:
             self._cache.popitem(last=False)
         return plain
+
+    def _chunk_into(self, index: int, out: memoryview) -> None:
+        """Decrypt a whole chunk straight into the caller's buffer (saves two copies)."""
+        sealed, nonce = self._sealed(index)
+        try:
+            self._gcm.open_into(nonce, sealed, self._header, out)
+        except Exception:
+            self.failed = True
+            raise self._error() from None
+        self._verified.add(index)
 
     @property
     def chunk_size(self) -> int:
@@ -391,9 +424,14 @@ class DecryptingReader(io.RawIOBase):
         done = 0
         while done < len(out) and self._pos < self.size:
             index, offset = divmod(self._pos, self._chunk_size)
-            chunk = self._chunk(index)
-            n = min(len(chunk) - offset, len(out) - done)
-            out[done : done + n] = chunk[offset : offset + n]
+            length = self._chunk_len(index)
+            if offset == 0 and len(out) - done >= length and index not in self._cache:
+                self._chunk_into(index, out[done : done + length])
+                n = length
+            else:
+                chunk = self._chunk(index)
+                n = min(length - offset, len(out) - done)
+                out[done : done + n] = memoryview(chunk)[offset : offset + n]
             done += n
             self._pos += n
         return done

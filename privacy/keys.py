@@ -267,6 +267,31 @@ def rekey_file(path: str | Path, old_key: bytes, new_key: bytes) -> None:
             writer.close()
 
 
+def is_encrypted_file(path: str | Path) -> bool:
+    """Whether ``path`` starts like a fedsilo encrypted file (no key needed, nothing checked)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(crypto.MAGIC)) == crypto.MAGIC
+    except OSError:
+        return False
+
+
+def rekey_tree(folder: str | Path, old_key: bytes, new_key: bytes) -> list[Path]:
+    """Rotate every fedsilo encrypted file under ``folder`` to ``new_key``.
+
+    Every file is first checked to open with ``old_key``; if one does not, a
+    :class:`~privacy.crypto.DecryptionError` names it and no file is changed.
+    """
+    old_key, new_key = crypto.check_key(old_key), crypto.check_key(new_key)
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_encrypted_file(p))
+    for path in files:
+        with path.open("rb") as src:
+            crypto.DecryptingReader(src, key=old_key, kind=None, source=str(path)).verify_all()
+    for path in files:
+        rekey_file(path, old_key, new_key)
+    return files
+
+
 def _parse_hex(text: str, where: str) -> bytes:
     try:
         key = bytes.fromhex(text)
@@ -287,12 +312,6 @@ def _holds_artifacts(folder: Path, limit: int = 2000) -> bool:
         entries = list(os.scandir(folder))[:limit]
     except OSError:
         return False
-    for entry in entries:
-        try:
-            if entry.is_file(follow_symlinks=False):
-                with open(entry.path, "rb") as handle:
-                    if handle.read(len(crypto.MAGIC)) == crypto.MAGIC:
-                        return True
-        except OSError:
-            continue
-    return False
+    return any(
+        entry.is_file(follow_symlinks=False) and is_encrypted_file(entry.path) for entry in entries
+    )

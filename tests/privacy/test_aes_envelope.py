@@ -19,6 +19,13 @@ FIXED_KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 
 
+@pytest.fixture(autouse=True, params=crypto.available_backends())
+def aes_backend(request: pytest.FixtureRequest):
+    """Every envelope test runs with each AES-GCM implementation available."""
+    with crypto.using_backend(request.param):
+        yield request.param
+
+
 @pytest.mark.parametrize(
     "size", [0, 1, SMALL_CHUNK - 1, SMALL_CHUNK, SMALL_CHUNK + 1, 5 * SMALL_CHUNK]
 )

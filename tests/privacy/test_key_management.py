@@ -166,6 +166,27 @@ def test_rotation_with_the_wrong_old_key_changes_nothing(artifacts: Path) -> Non
     assert sorted(p.name for p in artifacts.iterdir()) == ["h.enc"]
 
 
+def test_rotating_a_folder_rekeys_every_encrypted_file_and_nothing_else(artifacts: Path) -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    store.save_json(artifacts / "history.enc", {"a": 1}, key=old, kind="history")
+    store.save_json(artifacts / "run" / "ledger", {"b": 2}, key=old, kind="ledger")
+    (artifacts / "notes.txt").write_text("plain")
+    rotated = keys.rekey_tree(artifacts, old, new)
+    assert [p.name for p in rotated] == ["history.enc", "ledger"]
+    assert store.load_json(artifacts / "run" / "ledger", key=new, kind="ledger")[0] == {"b": 2}
+    assert (artifacts / "notes.txt").read_text() == "plain"
+
+
+def test_rotating_a_folder_with_one_foreign_file_changes_nothing(artifacts: Path) -> None:
+    old, other, new = os.urandom(32), os.urandom(32), os.urandom(32)
+    mine = store.save_json(artifacts / "a.enc", {"a": 1}, key=old)
+    store.save_json(artifacts / "b.enc", {"b": 2}, key=other)
+    before = mine.read_bytes()
+    with pytest.raises(DecryptionError, match=r"b\.enc"):
+        keys.rekey_tree(artifacts, old, new)
+    assert mine.read_bytes() == before
+
+
 def test_key_id_is_stable_short_and_not_the_key(key: bytes) -> None:
     assert keys.key_id(key) == keys.key_id(key)
     assert keys.key_id(key) != keys.key_id(os.urandom(32))
