@@ -13,11 +13,10 @@ import json
 import sys
 from typing import Any
 
-from core_training.config import ConfigError, TrainConfig
+from core_training.config import TrainConfig
 from core_training.data import BUILTIN_DATASETS, Table, load_table
 from core_training.models import build_model
 from core_training.pipeline import model_spec_for, prepare_local, split
-from core_training.schema import DataError
 from core_training.trainer import evaluate, fit
 
 DEFAULT_EPOCHS = 30
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig.from_dict(overrides)
         table = load_table(args.dataset or args.data, args.schema)
         metrics = run_centralized(table, config, test_fraction=args.test_fraction)
-    except (ConfigError, DataError) as exc:
+    except ValueError as exc:  # ConfigError and DataError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(metrics))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run a federated simulation with `flwr run .`.
+# Extra arguments go to flwr run, e.g.:
+#   bash scripts/simulate.sh --run-config simulations/scenarios/digits-noniid.toml
+#   bash scripts/simulate.sh --federation-config "num-supernodes=10"
+# Outputs go to $FEDSILO_HOME/artifacts/<run-name>/ (default ~/.fedsilo/artifacts);
+# the last log line says where.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# Run in this environment: no per-run reinstall of the app's dependencies (offline-safe).
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
+port="${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}"
+already_running=$(pgrep -f "flower-superlink.*--port $port" || true)
+stop_superlink() {
+    # Stop the local SuperLink that `flwr run` started for us (it would keep running).
+    if [ -z "$already_running" ]; then
+        pkill -f "flower-superlink.*--port $port" 2>/dev/null || true
+    fi
+}
+trap stop_superlink EXIT
+.venv/bin/flwr run . --stream "$@"
