@@ -9,6 +9,7 @@ rejected by name before it can reach the model.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -84,8 +85,12 @@ def check_update(
             problems.append(f"{key}: dtype {got.dtype}, expected {want.dtype}")
         elif not np.isfinite(got).all():
             problems.append(f"{key}: holds NaN or infinite values")
-    if not (isinstance(num_examples, (int, float)) and np.isfinite(num_examples)) or (
-        num_examples <= 0
+    # numbers.Real admits numpy scalars (np.int64 counts are counts); bool is not a count
+    if (
+        isinstance(num_examples, bool)
+        or not isinstance(num_examples, numbers.Real)
+        or not np.isfinite(num_examples)
+        or num_examples <= 0
     ):
         problems.append(f"num-examples must be a positive number, got {num_examples!r}")
     return problems
@@ -126,4 +131,9 @@ def aggregate(strategy: Strategy, server_round: int, updates: list[Update]) -> A
     arrays, _ = strategy.aggregate_train(server_round, messages)
     if arrays is None:
         raise ValueError(f"strategy {type(strategy).__name__} could not aggregate the updates")
-    return arrays
+    # FedAdam computes in float64; the next round checks replies against this result, so
+    # it keeps the updates' dtypes (else every float32 reply is rejected as mistyped).
+    dtypes = {k: v.dtype for k, v in updates[0].arrays.items()}
+    return numpy_to_record(
+        {k: a.numpy().astype(dtypes.get(k, a.dtype), copy=False) for k, a in arrays.items()}
+    )

@@ -151,7 +151,9 @@ def _check_kind(kind: str) -> None:
 
 def _to_json(obj: Any, what: str) -> str:
     try:
-        return json.dumps(obj, sort_keys=True)
+        # Keep the caller's key order: it can carry meaning (a schema's features are
+        # its column order), and sorting would silently reorder them on load.
+        return json.dumps(obj)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} must be JSON-able: {exc}") from None
 
