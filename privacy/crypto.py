@@ -35,18 +35,35 @@ import io
 import os
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
+
+from . import _aes
+from ._aes import TAG_SIZE, available_backends, backend_name, using_backend
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "FORMAT_VERSION",
+    "KEY_SIZE",
+    "MAGIC",
+    "TAG_SIZE",
+    "DecryptingReader",
+    "DecryptionError",
+    "EncryptingWriter",
+    "available_backends",
+    "backend_name",
+    "check_key",
+    "decrypt",
+    "decryption_error",
+    "encrypt",
+    "using_backend",
+]
 
 MAGIC = b"FEDSILO\x00"
 FORMAT_VERSION = 1
 KEY_SIZE = 32
-TAG_SIZE = 16
 SALT_SIZE = 16
 PREFIX_SIZE = 7
 DEFAULT_CHUNK_SIZE = 1 << 20  # 1 MiB: large enough to amortise per-chunk cost
@@ -89,88 +106,6 @@ def check_kind(kind: object) -> str:
     if not isinstance(kind, str) or not kind or not kind.isascii() or len(kind) > 64:
         raise ValueError(f"an artifact kind is a short ASCII name, got {kind!r}")
     return kind
-
-
-# --- AES-GCM backends -----------------------------------------------------------------
-
-
-class _PyCryptodomeGCM:
-    name = "pycryptodome"
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-
-    def _cipher(self, nonce: bytes, aad: bytes) -> Any:
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-        cipher.update(aad)
-        return cipher
-
-    def seal(self, nonce: bytes, data: bytes | memoryview, aad: bytes) -> bytes:
-        ct, tag = self._cipher(nonce, aad).encrypt_and_digest(data)
-        return ct + tag
-
-    def open(self, nonce: bytes, sealed: memoryview, aad: bytes) -> bytes:
-        return self._cipher(nonce, aad).decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
-
-    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
-        cipher = self._cipher(nonce, aad)
-        cipher.decrypt(sealed[:-TAG_SIZE], output=out)
-        cipher.verify(sealed[-TAG_SIZE:])  # on failure the caller discards ``out``
-
-
-class _OpenSSLGCM:
-    name = "openssl"
-
-    def __init__(self, key: bytes) -> None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        self._aead = AESGCM(key)
-
-    def seal(self, nonce: bytes, data: bytes | memoryview, aad: bytes) -> bytes:
-        return self._aead.encrypt(nonce, data, aad)
-
-    def open(self, nonce: bytes, sealed: memoryview, aad: bytes) -> bytes:
-        return self._aead.decrypt(nonce, sealed, aad)
-
-    def open_into(self, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
-        if hasattr(self._aead, "decrypt_into"):  # cryptography >= 45: no intermediate copy
-            self._aead.decrypt_into(nonce, sealed, aad, out)
-        else:
-            out[:] = self._aead.decrypt(nonce, sealed, aad)
-
-
-def available_backends() -> tuple[str, ...]:
-    try:
-        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
-    except ImportError:
-        return ("pycryptodome",)
-    return ("openssl", "pycryptodome")
-
-
-_BACKENDS = {"openssl": _OpenSSLGCM, "pycryptodome": _PyCryptodomeGCM}
-_backend = available_backends()[0]
-
-
-def backend_name() -> str:
-    """Which library computes AES-GCM now: ``openssl`` or ``pycryptodome``."""
-    return _backend
-
-
-@contextmanager
-def using_backend(name: str) -> Iterator[None]:
-    """Use one AES-GCM implementation inside the block (tests and benchmarks)."""
-    global _backend
-    if name not in available_backends():
-        raise ValueError(f"AES-GCM backend {name!r} is not available here")
-    previous, _backend = _backend, name
-    try:
-        yield
-    finally:
-        _backend = previous
-
-
-def _gcm(file_key: bytes) -> _OpenSSLGCM | _PyCryptodomeGCM:
-    return _BACKENDS[_backend](file_key)
 
 
 # --- header ---------------------------------------------------------------------------
@@ -218,7 +153,7 @@ class EncryptingWriter(io.RawIOBase):
         salt, prefix = os.urandom(SALT_SIZE), os.urandom(PREFIX_SIZE)
         self._raw = raw
         self._header = _build_header(kind, chunk_size, salt, prefix)
-        self._gcm = _gcm(_file_key(key, salt))
+        self._gcm = _aes.gcm(_file_key(key, salt))
         self._prefix = prefix
         self._chunk_size = chunk_size
         self._buffer = bytearray()
@@ -307,7 +242,7 @@ class DecryptingReader(io.RawIOBase):
         self.failed = False  # set once any check failed, even if a caller swallowed the error
         try:
             self._parse_header(raw, kind)
-            self._gcm = _gcm(_file_key(key, self._salt))
+            self._gcm = _aes.gcm(_file_key(key, self._salt))
             self._chunk(self._n_chunks - 1)
         except DecryptionError:
             raise
