@@ -238,3 +238,11 @@ def test_metadata_that_is_not_json_is_refused_before_writing(artifacts: Path, ke
             artifacts / "m.enc", _state(), key=key, kind="model", metadata={"t": torch.ones(1)}
         )
     assert not any(artifacts.iterdir())
+
+
+def test_json_keeps_the_callers_key_order(artifacts: Path, key: bytes) -> None:
+    columns = {"zeta": 1, "alpha": 2, "mid": 3}  # e.g. a schema's column order
+    store.save_json(artifacts / "schema.enc", columns, key=key, metadata={"b": 1, "a": 2})
+    loaded, meta = store.load_json(artifacts / "schema.enc", key=key)
+    assert list(loaded) == ["zeta", "alpha", "mid"]
+    assert list(meta) == ["b", "a"]
