@@ -242,13 +242,14 @@ class DPSession:
                 "Call privacy.dp.make_compatible(model) before building the optimizer."
             )
         sample_rate = 1.0 / len(loader)
-        plan = self._plan_for(sample_rate)
-        if self._plan is not None and not math.isclose(self._plan.sample_rate, sample_rate):
+        if self._plan is None:
+            self._plan = self._plan_for(sample_rate)
+        elif self._plan.sample_rate != sample_rate:
             raise ValueError(
                 f"the loader's sample rate {sample_rate:.6g} differs from the planned "
                 f"{self._plan.sample_rate:.6g}: the ledger was checked for another plan"
             )
-        self._plan = plan
+        plan = self._plan
         model.train()
         self._engine = PrivacyEngine(accountant=ACCOUNTANT, secure_mode=self.secure_mode)
         private_model, private_optimizer, private_loader = self._engine.make_private(
