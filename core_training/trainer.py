@@ -73,12 +73,12 @@ def fit(
     weight = None
     if class_weights is not None:
         weight = torch.as_tensor(np.asarray(class_weights), dtype=torch.float32, device=device)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    private = privatize is not None
+    criterion = _loss_fn(weight, config.label_smoothing, private=private)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
 
-    private = privatize is not None
     if private:
         loader = DataLoader(
             TensorDataset(Xt, yt), batch_size=config.batch_size, shuffle=True, generator=gen
@@ -140,6 +140,26 @@ def fit(
         "amp": int(use_amp),
     }
     return FitResult(metrics, steps)
+
+
+def _loss_fn(
+    weight: torch.Tensor | None, label_smoothing: float, *, private: bool
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Weighted cross-entropy with label smoothing.
+
+    PyTorch's weighted mean divides by the sum of the batch's weights, which makes one
+    example's gradient depend on the other examples' labels. Under DP-SGD each example's
+    gradient must depend on that example alone, so there the weighted losses are
+    averaged over the example count instead (Opacus then recovers per-example terms).
+    """
+    if weight is None or not private:
+        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
+    per_example = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (per_example(logits, y) * weight[y]).mean()
+
+    return loss
 
 
 def _batches(
