@@ -137,3 +137,24 @@ def aggregate(strategy: Strategy, server_round: int, updates: list[Update]) -> A
     return numpy_to_record(
         {k: a.numpy().astype(dtypes.get(k, a.dtype), copy=False) for k, a in arrays.items()}
     )
+
+
+# Server-side optimizer state of FedOpt strategies (FedAdam's first and second moments):
+# kept in checkpoints so that a resumed run continues the same optimization.
+_STRATEGY_STATE = ("m_t", "v_t")
+
+
+def strategy_state(strategy: Strategy) -> dict[str, dict[str, np.ndarray]]:
+    """The strategy's own state as plain arrays (empty for stateless strategies)."""
+    out = {}
+    for name in _STRATEGY_STATE:
+        value = getattr(strategy, name, None)
+        if value:
+            out[name] = {k: np.asarray(v).copy() for k, v in value.items()}
+    return out
+
+
+def restore_strategy_state(strategy: Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
+    for name, value in state.items():
+        if name in _STRATEGY_STATE and hasattr(strategy, name):
+            setattr(strategy, name, {k: np.asarray(v).copy() for k, v in value.items()})

@@ -27,6 +27,7 @@ from fl_client.silo import pooled_split
 from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
 
+from .aggregation import restore_strategy_state
 from .early_stopping import EarlyStopping
 from .loop import RoundLoop, RunStopped
 from .modelfile import arrays_from_state, load_model, save_model, serialized_size
@@ -81,6 +82,7 @@ class Federation:
             state, _ = load_checkpoint(checkpoint, key=self.key)
             log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
             self.loop.model_spec = state.spec
+            restore_strategy_state(self.loop.strategy, state.strategy_state)
             self._load_validation(state)
             return state
         if self.settings.resume:

@@ -40,7 +40,7 @@ from core_training.trainer import evaluate
 from fl_common import protocol as p
 from fl_common.settings import RunSettings
 
-from .aggregation import Update, aggregate, make_strategy, split_valid
+from .aggregation import Update, aggregate, make_strategy, split_valid, strategy_state
 from .state import Arrays, RunState
 
 VAL_KEYS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
@@ -83,7 +83,6 @@ class RoundLoop:
         self.settings = settings
         self.config = config
         self.strategy = make_strategy(settings)
-        self.rng = random.Random(config.seed)
         self.on_best = on_best
         self.validation: tuple[np.ndarray, np.ndarray] | None = None  # server-side (X, y)
         self.model_spec: ModelSpec | None = None
@@ -112,7 +111,9 @@ class RoundLoop:
                 announced = True
             time.sleep(0.5)
 
-    def sample(self) -> list[int]:
+    def sample(self, server_round: int) -> list[int]:
+        """Nodes for a round: seeded by (seed, round), so a resumed run samples as the
+        uninterrupted run would have, given the same connected nodes."""
         ids = [n for n in self.wait_for_nodes() if n not in self.declined_nodes]
         if len(ids) < self.settings.min_nodes:
             raise RunStopped(
@@ -121,7 +122,8 @@ class RoundLoop:
                 f"{len(ids)} remain, fewer than min-nodes ({self.settings.min_nodes})",
             )
         size = max(self.settings.min_nodes, math.ceil(self.settings.fraction_train * len(ids)))
-        return sorted(self.rng.sample(ids, min(size, len(ids))))
+        rng = random.Random(self.config.seed * 1_000_003 + server_round)
+        return sorted(rng.sample(ids, min(size, len(ids))))
 
     # -- federated statistics ----------------------------------------------------------
 
@@ -176,7 +178,7 @@ class RoundLoop:
     def train_round(self, state: RunState, server_round: int) -> dict[str, Any]:
         """Run one round on ``state``; returns its history entry."""
         started = time.perf_counter()
-        nodes = self.sample()
+        nodes = self.sample(server_round)
         sent = state.current
         messages = list(
             self.strategy.configure_train(
@@ -210,6 +212,7 @@ class RoundLoop:
             rejected=rejected,
             **outcome,
             train_loss=_weighted(valid, "train_loss", p.NUM_EXAMPLES),
+            train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in valid),
             skipped=len(valid) < self.settings.min_nodes,
         )
         if entry["skipped"]:
@@ -222,6 +225,7 @@ class RoundLoop:
             )
         else:
             state.current = p.record_to_numpy(aggregate(self.strategy, server_round, valid))
+            state.strategy_state = strategy_state(self.strategy)
         if self.settings.validation == "federated":
             if valid:
                 fed = {k: _weighted(valid, k, "val_examples") for k in VAL_KEYS}

@@ -1,135 +1,16 @@
-"""Run the real `flwr run .` against a private local SuperLink, and clean up after.
-
-Each test session gets its own FLWR_HOME, FEDSILO_HOME and free ports, so it never
-touches a user's Flower set-up or a SuperLink another session started. The SuperLink
-that `flwr run` starts detached is killed at the end, even when a test failed.
-"""
+"""Fixtures for end-to-end runs of the real `flwr run .`."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-FLWR = str(Path(sys.executable).with_name("flwr"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-@dataclass
-class FlwrRun:
-    returncode: int
-    output: str
-    run_dir: Path | None
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        assert self.run_dir is not None, self.output[-3000:]
-        return json.loads((self.run_dir / "summary.json").read_text())
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        assert self.run_dir is not None, self.output[-3000:]
-        return json.loads((self.run_dir / "history.json").read_text())
-
-
-class FlwrHarness:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.env = dict(os.environ)
-        self.env.update(
-            FLWR_HOME=str(base / "flwr-home"),
-            FEDSILO_HOME=str(base / "fedsilo-home"),
-            FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(free_port()),
-            FLWR_LOCAL_CONTROL_API_PORT=str(free_port()),
-            FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-            FLWR_DISABLE_UPDATE_CHECK="1",
-            PYTHONUNBUFFERED="1",
-            # flwr starts flower-superlink by name: it must come from this environment
-            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        )
-        self.env.pop("FEDSILO_KEY", None)
-        self.env.pop("FEDSILO_PASSPHRASE", None)
-
-    @property
-    def artifacts(self) -> Path:
-        return self.base / "artifacts"
-
-    def run(
-        self,
-        run_config: dict[str, Any],
-        *,
-        supernodes: int = 2,
-        timeout: float = 420,
-    ) -> FlwrRun:
-        config = {"artifacts-dir": str(self.artifacts), **run_config}
-        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
-        cmd = [
-            FLWR,
-            "run",
-            str(ROOT),
-            "--stream",
-            "--run-config",
-            overrides,
-            "--federation-config",
-            f"num-supernodes={supernodes}",
-        ]
-        proc = subprocess.run(
-            cmd, env=self.env, cwd=self.base, capture_output=True, text=True, timeout=timeout
-        )
-        output = proc.stdout + proc.stderr
-        run_dir = None
-        for line in output.splitlines():
-            if "outputs in " in line:
-                run_dir = Path(line.rsplit("outputs in ", 1)[1].strip())
-        return FlwrRun(proc.returncode, output, run_dir)
-
-    def stop(self) -> None:
-        """Kill the SuperLink (and the processes it started) on our ports."""
-        port = self.env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-        pattern = f"flower-superlink.*--port {port}"
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                for child in [*_children(int(pid)), int(pid)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child, sig)
-            time.sleep(1)
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    kids = [int(p) for p in out.split()]
-    return [g for k in kids for g in _children(k)] + kids
+from simulations.local_run import LocalFlwr
 
 
 @pytest.fixture(scope="session")
 def flwr(tmp_path_factory: pytest.TempPathFactory):
     """One private local SuperLink for the whole session, killed at the end."""
-    harness = FlwrHarness(tmp_path_factory.mktemp("flwr"))
+    harness = LocalFlwr(tmp_path_factory.mktemp("flwr"))
     try:
         yield harness
     finally:
