@@ -115,7 +115,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         finally:
             flwr.stop()
     base = results["centralized"]["accuracy"]
-    for key, value in results.items():
+    for value in results.values():
         if isinstance(value, dict) and "clients" in value and "accuracy" in value:
             value["points_below_centralized"] = round(100 * (base - value["accuracy"]), 2)
     return results
