@@ -20,9 +20,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from core_training.config import TrainConfig
+from core_training.data import Table
 from core_training.models import build_model
 from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
+from core_training.schema import Schema
 from fl_client.silo import pooled_split
 from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
@@ -93,10 +95,13 @@ class Federation:
                 f"{self.run_dir} already holds a run; set resume=true to continue it or "
                 "choose another run-name",
             )
-        server_table = None
-        if self.settings.builtin or Path(self.settings.dataset).exists():
-            _, server_table = pooled_split(self.settings, self.config.seed)
-        schema, prep = self.loop.federated_statistics(server_table.schema if server_table else None)
+        # The federation's schema: the operator's schema file, else the server's
+        # validation data, else the one the nodes agree on (federated validation).
+        server_table = self._validation_table() if self.settings.validation == "server" else None
+        expected = Schema.load(self.settings.schema) if self.settings.schema else None
+        if expected is None and server_table is not None:
+            expected = server_table.schema
+        schema, prep = self.loop.federated_statistics(expected)
         spec = model_spec_for(schema, self.config)
         if self.settings.initial_model:
             loaded = load_model(self.settings.initial_model, key=self.key)
@@ -136,17 +141,20 @@ class Federation:
             self.loop.evaluated(state, 0, state.current, self.loop.server_metrics(state.current))
         return state
 
-    def _load_validation(self, state: RunState, table: Any = None) -> None:
+    def _validation_table(self) -> Table:
+        if not (self.settings.builtin or Path(self.settings.dataset).exists()):
+            raise RunStopped(
+                "no-validation-data",
+                f"validation=server needs data on the server, but {self.settings.dataset} "
+                "is not readable here; give the server a validation file or use "
+                "validation=federated",
+            )
+        return pooled_split(self.settings, self.config.seed)[1]
+
+    def _load_validation(self, state: RunState, table: Table | None = None) -> None:
         if self.settings.validation != "server":
             return
-        if table is None:
-            if not (self.settings.builtin or Path(self.settings.dataset).exists()):
-                raise RunStopped(
-                    "no-validation-data",
-                    f"validation=server needs data on the server, but {self.settings.dataset} "
-                    "is not readable here; use validation=federated",
-                )
-            _, table = pooled_split(self.settings, self.config.seed)
+        table = table or self._validation_table()
         pre = Preprocessor.from_dict({k: v for k, v in state.prep.items() if k != "class_weights"})
         self.loop.validation = (pre.transform(table.X), table.y)
 
