@@ -16,6 +16,7 @@ from typing import Any
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table
 from core_training.pipeline import deduplicate, split
+from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
 from simulations.partition import partition
 
@@ -54,33 +55,6 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
         config.seed,
         config.drop_duplicates,
     )
-
-
-def pooled_split(settings: RunSettings, seed: int) -> tuple[Table, Table]:
-    """The federation's data in simulation: (pool that is partitioned, server split)."""
-    return _pooled_split(
-        settings.dataset,
-        settings.schema,
-        _synthetic_key(settings),
-        settings.server_val_fraction,
-        seed,
-    )
-
-
-def _synthetic_key(settings: RunSettings) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted(settings.synthetic_params().items()))
-
-
-@lru_cache(maxsize=4)
-def _pooled_split(
-    dataset: str,
-    schema: str,
-    synthetic: tuple[tuple[str, Any], ...],
-    server_fraction: float,
-    seed: int,
-) -> tuple[Table, Table]:
-    table = load_table(dataset, schema or None, **dict(synthetic))
-    return split(table, test_fraction=server_fraction, seed=seed)
 
 
 @lru_cache(maxsize=64)

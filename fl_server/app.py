@@ -25,7 +25,7 @@ from core_training.models import build_model
 from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
-from fl_client.silo import pooled_split
+from fl_common.data import pooled_split
 from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
 

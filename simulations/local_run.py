@@ -86,19 +86,19 @@ class LocalFlwr:
         *,
         supernodes: int = 2,
         timeout: float = 420,
+        app: Path = ROOT,
+        federation: dict[str, Any] | None = None,
     ) -> FlwrRun:
-        config = {"artifacts-dir": str(self.artifacts), **run_config}
-        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
-        cmd = [
-            FLWR,
-            "run",
-            str(ROOT),
-            "--stream",
-            "--run-config",
-            overrides,
-            "--federation-config",
-            f"num-supernodes={supernodes}",
-        ]
+        """``flwr run <app>`` with run-config overrides; ``federation`` adds
+        federation-config keys (e.g. ``{"client-resources-num-cpus": 1}``)."""
+        config = dict(run_config)
+        if Path(app) == ROOT:
+            config = {"artifacts-dir": str(self.artifacts), **config}
+        fed = {"num-supernodes": supernodes, **(federation or {})}
+        cmd = [FLWR, "run", str(app), "--stream"]
+        if config:
+            cmd += ["--run-config", " ".join(f"{k}={toml_value(v)}" for k, v in config.items())]
+        cmd += ["--federation-config", " ".join(f"{k}={toml_value(v)}" for k, v in fed.items())]
         started = time.perf_counter()
         proc = subprocess.run(
             cmd, env=self.env, cwd=self.base, capture_output=True, text=True, timeout=timeout

@@ -11,7 +11,9 @@ import pytest
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table, write_csv
 from fl_client import silo as silo_module
-from fl_client.silo import Silo, pooled_split, silo_for
+from fl_client.silo import Silo, silo_for
+from fl_common import data as common_data
+from fl_common.data import pooled_split
 from fl_common.settings import RunSettings
 
 
@@ -74,7 +76,7 @@ def test_silo_ids_are_stable_and_distinct() -> None:
     assert first == [f"digits-iid-3-s0-p{i}" for i in range(3)]
     # a fresh worker process (no cache) must build the same silos
     silo_module._simulated_silo_cached.cache_clear()
-    silo_module._pooled_split.cache_clear()
+    common_data._pooled_split.cache_clear()
     again = simulated()
     assert [s.silo_id for s in again] == first
     assert [rows(s.train) for s in again] == [rows(s.train) for s in simulated()]
