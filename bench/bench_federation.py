@@ -89,10 +89,15 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "dirichlet-alpha": 0.3,
                 "min-partition-size": 20,
             }
-            for strategy in ("fedavg", "fedprox", "fedadam"):
-                extra = {"server-learning-rate": 0.003} if strategy == "fedadam" else {}
-                results[f"dirichlet0.3_{strategy}"] = _federated(
-                    flwr, f"dirichlet-{strategy}", clients, {**skew, "strategy": strategy, **extra}
+            arms = {
+                "fedavg": {"strategy": "fedavg"},
+                "fedprox": {"strategy": "fedprox", "proximal-mu": 0.01},
+                "fedadam": {"strategy": "fedadam", "server-learning-rate": 0.01},
+                "fedadam_eta0.03": {"strategy": "fedadam", "server-learning-rate": 0.03},
+            }
+            for name, arm in arms.items():
+                results[f"dirichlet0.3_{name}"] = _federated(
+                    flwr, f"dirichlet-{name}", clients, {**skew, **arm}
                 )
             timing = _federated(
                 flwr,

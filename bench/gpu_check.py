@@ -33,8 +33,15 @@ HIDDEN = "2048,2048,1024"
 
 def _arm(X: np.ndarray, y: np.ndarray, *, device: str, amp: bool) -> dict[str, object]:
     config = TrainConfig.from_dict(
-        {"local-epochs": 1, "batch-size": 1024, "hidden-sizes": HIDDEN, "device": device,
-         "amp": amp, "learning-rate": 1e-3, "class-weighting": "none"}
+        {
+            "local-epochs": 1,
+            "batch-size": 1024,
+            "hidden-sizes": HIDDEN,
+            "device": device,
+            "amp": amp,
+            "learning-rate": 1e-3,
+            "class-weighting": "none",
+        }
     )
     spec = ModelSpec("mlp", FEATURES, CLASSES, hidden_sizes=config.hidden, dropout=0.1)
     torch.manual_seed(0)

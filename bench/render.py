@@ -124,7 +124,8 @@ def _federation(f: dict[str, Any]) -> list[str]:
         "iid_fedavg": "IID, FedAvg",
         "dirichlet0.3_fedavg": "Dirichlet 0.3, FedAvg",
         "dirichlet0.3_fedprox": "Dirichlet 0.3, FedProx",
-        "dirichlet0.3_fedadam": "Dirichlet 0.3, FedAdam",
+        "dirichlet0.3_fedadam": "Dirichlet 0.3, FedAdam (server lr 0.01)",
+        "dirichlet0.3_fedadam_eta0.03": "Dirichlet 0.3, FedAdam (server lr 0.03)",
     }
     for key, label in names.items():
         if key in f:
