@@ -35,10 +35,10 @@ if str(BENCH / "plain_flower") not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from plain_app.task import client_data, model_spec, train_config  # noqa: E402
 
 from core_training.models import build_model  # noqa: E402
 from core_training.trainer import fit  # noqa: E402
-from plain_app.task import client_data, model_spec, train_config  # noqa: E402
 from simulations.local_run import LocalFlwr  # noqa: E402
 
 FEATURES, ROWS, EPOCHS, BATCH = 20, 2000, 2, 32
@@ -72,14 +72,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     clients, rounds = (4, 3) if quick else (10, 10)
     # fedsilo holds out 20% on the server and 20% of each silo for validation: size the
     # table so that each client still trains on ROWS rows, like the other two arms.
-    fedsilo_rows = int(round(ROWS * clients / (0.8 * 0.8)))
+    fedsilo_rows = round(ROWS * clients / (0.8 * 0.8))
     out: dict[str, Any] = {"clients": clients, "rounds": rounds, "rows_per_client": ROWS}
     with tempfile.TemporaryDirectory(prefix="fedsilo-overhead-") as tmp:
         flwr = LocalFlwr(Path(tmp))
         try:
             # warm-up: start the SuperLink once so neither arm pays for it
-            flwr.run({"num-server-rounds": 1, "run-name": "warmup", "dataset": "wine",
-                      "model": "mlp", "local-epochs": 1}, supernodes=2)
+            flwr.run(
+                {
+                    "num-server-rounds": 1,
+                    "run-name": "warmup",
+                    "dataset": "wine",
+                    "model": "mlp",
+                    "local-epochs": 1,
+                },
+                supernodes=2,
+            )
             a = flwr.run(
                 {
                     "dataset": "synthetic",
@@ -99,8 +107,13 @@ def run(quick: bool = False) -> dict[str, Any]:
             if a.returncode != 0:
                 raise RuntimeError(a.output[-3000:])
             b = flwr.run(
-                {"num-server-rounds": rounds, "local-epochs": EPOCHS, "batch-size": BATCH,
-                 "rows-per-client": ROWS, "features": FEATURES},
+                {
+                    "num-server-rounds": rounds,
+                    "local-epochs": EPOCHS,
+                    "batch-size": BATCH,
+                    "rows-per-client": ROWS,
+                    "features": FEATURES,
+                },
                 supernodes=clients,
                 timeout=3600,
                 app=BENCH / "plain_flower",
@@ -121,8 +134,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "server_seconds": a.summary["seconds"],
         "train_seconds": round(fed_train, 3),
     }
-    out["plain_flower"] = {"flwr_run_seconds": round(b.seconds, 2),
-                           "rounds_seconds": plain_rounds}
+    out["plain_flower"] = {"flwr_run_seconds": round(b.seconds, 2), "rounds_seconds": plain_rounds}
     out["sequential"] = c
     out["rounds_a_over_b"] = round(fed_rounds / plain_rounds, 3)
     out["flwr_run_a_over_b"] = round(a.seconds / b.seconds, 3)
