@@ -89,6 +89,8 @@ def _load_csv(path: Path, schema: Schema) -> Table:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text; save it as a UTF-8 CSV file") from None
+    if not text.strip():  # e.g. nothing but a byte-order mark
+        raise DataError(f"{path} is empty; it needs a header line and at least one data row")
     delimiter = _sniff_delimiter(text)
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
