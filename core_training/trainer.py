@@ -6,7 +6,7 @@ smoothing, plus the FedProx term when asked, backward, clip the gradient norm, s
 advance the schedule.
 
 Differential privacy enters through ``privatize``: a callable that receives the model,
-optimizer and a plain DataLoader and returns private versions (see ``privacy.dp``).
+optimizer, a DataLoader and the loss, and returns private versions (``privacy.dp``).
 Under DP the optimizer clips per-sample gradients itself, so the global clip and AMP
 are off, and the FedProx pull towards the global model is applied as a separate,
 data-independent step after each update (it touches no data, so it costs no privacy).
@@ -26,9 +26,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .config import TrainConfig
 
+# privatize(model, optimizer, loader, criterion) -> (model, optimizer, loader, criterion)
 Privatize = Callable[
-    [nn.Module, torch.optim.Optimizer, DataLoader],
-    tuple[nn.Module, torch.optim.Optimizer, Iterable],
+    [nn.Module, torch.optim.Optimizer, DataLoader, nn.Module],
+    tuple[nn.Module, torch.optim.Optimizer, Iterable, nn.Module],
 ]
 
 
@@ -57,11 +58,13 @@ def fit(
     privatize: Privatize | None = None,
     proximal_mu: float = 0.0,
     device: torch.device | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on (X, y); return train metrics and the step count.
 
     ``proximal_mu`` > 0 adds FedProx's ``mu/2 * ||w - w_start||^2`` with ``w_start``
     the weights the model had on entry (the global model in a federated round).
+    ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. for a progress bar.
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -74,16 +77,20 @@ def fit(
     if class_weights is not None:
         weight = torch.as_tensor(np.asarray(class_weights), dtype=torch.float32, device=device)
     private = privatize is not None
-    criterion = _loss_fn(weight, config.label_smoothing, private=private)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
 
     if private:
         loader = DataLoader(
-            TensorDataset(Xt, yt), batch_size=config.batch_size, shuffle=True, generator=gen
+            _BatchedTensors(Xt, yt),
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=gen,
+            collate_fn=_as_batch,
         )
-        model, optimizer, loader = privatize(model, optimizer, loader)  # type: ignore[misc]
+        model, optimizer, loader, criterion = privatize(model, optimizer, loader, criterion)
         steps_per_epoch = max(1, len(loader))  # type: ignore[arg-type]
     else:
         Xt, yt = Xt.to(device), yt.to(device)
@@ -98,7 +105,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
     steps, seen, loss_sum, correct = 0, 0, 0.0, 0
-    for _ in range(config.local_epochs):
+    for epoch in range(1, config.local_epochs + 1):
         batches = loader if private else _batches(Xt, yt, config.batch_size, gen)
         for xb, yb in batches:
             # Under DP, Poisson sampling can draw an empty batch; it still steps (the
@@ -129,6 +136,8 @@ def fit(
                 seen += n
                 loss_sum += float(loss.detach()) * n
                 correct += int((logits.detach().argmax(1) == yb).sum())
+        if on_epoch is not None:
+            on_epoch(epoch)
     metrics: dict[str, float | int | str] = {
         "train_loss": loss_sum / max(seen, 1),
         "train_accuracy": correct / max(seen, 1),
@@ -142,24 +151,18 @@ def fit(
     return FitResult(metrics, steps)
 
 
-def _loss_fn(
-    weight: torch.Tensor | None, label_smoothing: float, *, private: bool
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Weighted cross-entropy with label smoothing.
+class _BatchedTensors(TensorDataset):
+    """A TensorDataset that hands out a whole batch by indexing its tensors once,
+    instead of one item at a time followed by collation (which dominated private
+    epochs of small models: the DP loader samples indices per batch)."""
 
-    PyTorch's weighted mean divides by the sum of the batch's weights, which makes one
-    example's gradient depend on the other examples' labels. Under DP-SGD each example's
-    gradient must depend on that example alone, so there the weighted losses are
-    averaged over the example count instead (Opacus then recovers per-example terms).
-    """
-    if weight is None or not private:
-        return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
-    per_example = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
+    def __getitems__(self, indices: list[int]) -> list[torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return [t[index] for t in self.tensors]
 
-    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (per_example(logits, y) * weight[y]).mean()
 
-    return loss
+def _as_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:
+    return batch
 
 
 def _batches(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from opacus import GradSampleModule, PrivacyEngine
@@ -230,9 +231,21 @@ class DPSession:
         return DPPlan(sigma, sample_rate, steps, self.max_grad_norm, self.delta)
 
     def __call__(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader
-    ) -> tuple[nn.Module, torch.optim.Optimizer, Iterable]:
-        """The ``privatize`` hook: private (model, optimizer, Poisson loader)."""
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loader: DataLoader,
+        criterion: nn.Module | None = None,
+    ) -> tuple[Any, ...]:
+        """The ``privatize`` hook: private (model, optimizer, Poisson loader[, criterion]).
+
+        With a ``criterion`` (the trainer passes its loss), Opacus's ghost clipping is
+        used: per-sample gradient norms are computed without materializing per-sample
+        gradients, about twice as fast for our models, with the same clipping, noise and
+        accounting. The returned criterion reduces per-example losses by their count, so
+        a class-weighted loss stays per-example under DP. Without a criterion, the
+        classic hooks mode fills ``p.grad_sample`` (what the clipping tests inspect).
+        """
         if self._engine is not None:
             raise RuntimeError("a DPSession makes one training private; make a new one per round")
         problems = check_compatible(model)
@@ -252,16 +265,23 @@ class DPSession:
         plan = self._plan
         model.train()
         self._engine = PrivacyEngine(accountant=ACCOUNTANT, secure_mode=self.secure_mode)
-        private_model, private_optimizer, private_loader = self._engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=loader,
-            noise_multiplier=plan.noise_multiplier,
-            max_grad_norm=self.max_grad_norm,
-            poisson_sampling=True,
+        common = {
+            "module": model,
+            "optimizer": optimizer,
+            "data_loader": loader,
+            "noise_multiplier": plan.noise_multiplier,
+            "max_grad_norm": self.max_grad_norm,
+            "poisson_sampling": True,
+        }
+        if criterion is None:
+            private_model, private_optimizer, private_loader = self._engine.make_private(**common)
+            self._wrapper = private_model
+            return private_model, private_optimizer, private_loader
+        private_model, private_optimizer, private_criterion, private_loader = (
+            self._engine.make_private(**common, criterion=criterion, grad_sample_mode="ghost")
         )
         self._wrapper = private_model
-        return private_model, private_optimizer, private_loader
+        return private_model, private_optimizer, private_loader, private_criterion
 
     @property
     def used_plan(self) -> DPPlan | None:
