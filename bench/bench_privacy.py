@@ -9,8 +9,10 @@ JSON). Times are medians of interleaved repeats in this process, after one warm-
     ``torch_save_atomic`` is torch.save to a temp file + fsync + rename: the durability
     part of the store's cost, without encryption. Files live in a temp folder; loads read
     from the page cache, so they measure CPU cost, not the disk.
-(b) one local epoch of the same MLP on the same synthetic data, plain loop vs the same
-    loop under DP-SGD (Opacus, Poisson sampling), one torch thread by default. Memory is
+(b) one local epoch of the same MLP on the same synthetic data through the shared trainer
+    (``core_training.trainer.fit``): plain, under DP-SGD with Opacus's ghost clipping
+    (what fedsilo uses), and under DP-SGD in Opacus's classic hooks mode (per-sample
+    gradients materialized); Poisson sampling; one torch thread by default. Memory is
     measured in a fresh child process per arm on Linux: the kernel's peak-RSS mark
     (VmHWM) is reset just before the epoch, so ``peak_extra_mb`` is the resident memory
     the epoch added on top of what the process already held (model, data, torch runtime);
@@ -36,7 +38,6 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from core_training.models import ModelSpec, build_model  # noqa: E402
 from privacy import crypto, store  # noqa: E402
@@ -137,82 +138,75 @@ def _data(rows: int, features: int) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-def _prepare(private: bool, rows: int, features: int, batch_size: int):
-    torch.manual_seed(0)
+ARMS = ("plain", "private", "private_hooks")
+
+
+def _hooks_mode(session: Any) -> Any:
+    """A privatize hook that keeps the trainer's loss and uses Opacus's classic hooks
+    mode (per-sample gradients materialized), to compare against ghost clipping."""
+
+    def privatize(model: nn.Module, optimizer: Any, loader: Any, criterion: nn.Module) -> Any:
+        return (*session(model, optimizer, loader), criterion)
+
+    return privatize
+
+
+def _fit(arm: str, rows: int, features: int, batch_size: int) -> tuple[float, int]:
+    """One epoch of the shared trainer (``core_training.trainer.fit``) for an arm."""
+    import warnings
+
+    from core_training.config import TrainConfig
+    from core_training.trainer import fit
+    from privacy.dp import DPSession
+
     X, y = _data(rows, features)
+    torch.manual_seed(0)
     model = build_model(ModelSpec(in_features=features, **SPEC_KW))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True)
-    session = None
-    if private:
-        import warnings
-
-        from privacy.dp import DPSession
-
+    config = TrainConfig(
+        local_epochs=1,
+        batch_size=batch_size,
+        class_weighting="none",
+        optimizer="sgd",
+        learning_rate=0.05,
+    )
+    privatize = None
+    if arm != "plain":
         session = DPSession(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, epochs=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "secure RNG turned off": fine for a benchmark
-            model, optimizer, loader = session(model, optimizer, loader)
-    return model, optimizer, loader, session
-
-
-def _epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Any) -> int:
-    """The loop both arms run, line for line; empty Poisson batches still step."""
-    criterion = nn.CrossEntropyLoss()
-    model.train()
-    steps = 0
-    for xb, yb in loader:
-        optimizer.zero_grad()
-        criterion(model(xb), yb).backward()
-        optimizer.step()
-        steps += 1
-    return steps
+        privatize = session if arm == "private" else _hooks_mode(session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "secure RNG turned off": fine for a benchmark
+        result = fit(model, X.numpy(), y.numpy(), config, privatize=privatize)
+    return float(result.metrics["seconds"]), result.steps
 
 
 def bench_epoch(
     rows: int, features: int, batch_size: int, repeats: int, threads: int
 ) -> dict[str, Any]:
-    import warnings
-
+    """Plain, private (ghost clipping, the default) and private in hooks mode: one
+    epoch each of the shared trainer, interleaved, medians after a warm-up round."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _bench_epoch(rows, features, batch_size, repeats, threads, warnings)
+        times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        steps: dict[str, int] = {}
+        for round_ in range(repeats + 1):
+            for arm in ARMS:
+                seconds, steps[arm] = _fit(arm, rows, features, batch_size)
+                if round_:
+                    times[arm].append(seconds)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _bench_epoch(
-    rows: int, features: int, batch_size: int, repeats: int, threads: int, warnings: Any
-) -> dict[str, Any]:
-    times: dict[str, list[float]] = {"plain": [], "private": []}
-    setup: dict[str, list[float]] = {"plain": [], "private": []}
-    steps: dict[str, int] = {}
-    for round_ in range(repeats + 1):
-        for arm in ("plain", "private"):
-            t0 = time.perf_counter()
-            model, optimizer, loader, _ = _prepare(arm == "private", rows, features, batch_size)
-            t1 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch notes on Opacus's backward hooks
-                steps[arm] = _epoch(model, optimizer, loader)
-            t2 = time.perf_counter()
-            if round_:
-                setup[arm].append(t1 - t0)
-                times[arm].append(t2 - t1)
     median = {arm: statistics.median(ts) for arm, ts in times.items()}
-    memory = {
-        arm: _child_memory(arm, rows, features, batch_size, threads) for arm in ("plain", "private")
-    }
+    memory = {arm: _child_memory(arm, rows, features, batch_size, threads) for arm in ARMS}
     out: dict[str, Any] = {
         "rows": rows,
         "features": features,
         "batch_size": batch_size,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "steps": steps,
         "epoch_seconds": {arm: round(t, 4) for arm, t in median.items()},
-        "setup_seconds": {arm: round(statistics.median(ts), 4) for arm, ts in setup.items()},
         "time_ratio": round(median["private"] / median["plain"], 2),
+        "time_ratio_hooks": round(median["private_hooks"] / median["plain"], 2),
         "memory": memory,
     }
     if all("peak_extra_mb" in m for m in memory.values()):
@@ -286,10 +280,10 @@ def _peak_during(action: Any) -> dict[str, Any]:
 def _memory_child(args: dict[str, Any]) -> dict[str, Any]:
     if args["task"] == "epoch":
         torch.set_num_threads(args["threads"])
-        model, optimizer, loader, _ = _prepare(
-            args["arm"] == "private", args["rows"], args["features"], args["batch_size"]
+        _fit(args["arm"], 256, args["features"], args["batch_size"])  # import and warm up
+        return _peak_during(
+            lambda: _fit(args["arm"], args["rows"], args["features"], args["batch_size"])
         )
-        return _peak_during(lambda: _epoch(model, optimizer, loader))
     state = _state_dict(args["size_mb"])
     key = bytes(32)  # a throwaway key for a throwaway file
     folder = Path(args["folder"])
