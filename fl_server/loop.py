@@ -88,6 +88,7 @@ class RoundLoop:
         self.model_spec: ModelSpec | None = None
         self.declined_nodes: set[int] = set()
         self.known_nodes: set[int] = set()
+        self.other_schema_nodes: set[int] = set()  # never sampled: their arrays cannot fit
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -114,12 +115,17 @@ class RoundLoop:
     def sample(self, server_round: int) -> list[int]:
         """Nodes for a round: seeded by (seed, round), so a resumed run samples as the
         uninterrupted run would have, given the same connected nodes."""
-        ids = [n for n in self.wait_for_nodes() if n not in self.declined_nodes]
+        ids = [
+            n
+            for n in self.wait_for_nodes()
+            if n not in self.declined_nodes and n not in self.other_schema_nodes
+        ]
         if len(ids) < self.settings.min_nodes:
             raise RunStopped(
-                "privacy-budget-exhausted",
-                f"{len(self.declined_nodes)} node(s) have exhausted their privacy budget; "
-                f"{len(ids)} remain, fewer than min-nodes ({self.settings.min_nodes})",
+                "privacy-budget-exhausted" if self.declined_nodes else "schema-mismatch",
+                f"{len(self.declined_nodes)} node(s) have exhausted their privacy budget and "
+                f"{len(self.other_schema_nodes)} use another schema; {len(ids)} remain, "
+                f"fewer than min-nodes ({self.settings.min_nodes})",
             )
         size = max(self.settings.min_nodes, math.ceil(self.settings.fraction_train * len(ids)))
         rng = random.Random(self.config.seed * 1_000_003 + server_round)
@@ -156,8 +162,9 @@ class RoundLoop:
             p.schema_digest(schema.to_toml()) if schema else max(set(digests), key=digests.count)
         )
         agreed = {n: a for n, a in answers.items() if a[0] == expected}
-        for node in sorted(set(answers) - set(agreed)):
-            log(WARNING, "Node %d uses a different schema; left out of the statistics", node)
+        self.other_schema_nodes = set(answers) - set(agreed)
+        for node in sorted(self.other_schema_nodes):
+            log(WARNING, "Node %d uses a different schema; left out of the federation", node)
         if not agreed:
             raise RunStopped("schema-mismatch", "no node uses the federation's schema")
         if schema is None:
@@ -209,6 +216,7 @@ class RoundLoop:
             num_rejected=len(rejected),
             num_failed=len(outcome["failed"]),
             num_declined=len(outcome["declined"]),
+            clients=[u.name for u in valid],
             rejected=rejected,
             **outcome,
             train_loss=_weighted(valid, "train_loss", p.NUM_EXAMPLES),
