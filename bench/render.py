@@ -29,8 +29,12 @@ def render_markdown(r: dict[str, Any]) -> str:
     ]
     if "privacy" in r:
         out += _privacy(r["privacy"])
+    if "export" in r:
+        out += _export(r["export"])
     if "federation" in r:
         out += _federation(r["federation"])
+    if "overhead" in r:
+        out += _overhead(r["overhead"])
     out += [
         "## GPU",
         "",
@@ -164,3 +168,61 @@ def _federation(f: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
+
+
+def _export(x: dict[str, Any]) -> list[str]:
+    lines = [
+        "## int8 export against fp32",
+        "",
+        "`python bench/bench_export.py" + (" --quick" if x.get("quick") else "") + "`",
+        "",
+        "Dynamic int8 quantization of the linear layers (the server's export), same model,"
+        " same held-out 25% split; CPU latency of one forward pass, median of interleaved"
+        f" repeats, {x['torch_threads']} torch thread, engine `{x['engine']}`.",
+        "",
+        "| model | params | fp32 bytes | int8 bytes | size ratio | accuracy fp32 / int8"
+        " | latency ratio batch 1 | latency ratio batch 256 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in x["models"]:
+        lines.append(
+            f"| {m['model']} | {m['parameters']} | {m['fp32_bytes']} | {m['int8_bytes']} |"
+            f" **{m['size_ratio']:.2f}** | {_pct(m['fp32_accuracy'])} /"
+            f" {_pct(m['int8_accuracy'])} | {m['latency_ratio_batch1']:.2f} |"
+            f" **{m['latency_ratio_batch256']:.2f}** |"
+        )
+    lines += [
+        "",
+        "Targets: size ratio at most 0.30, accuracy change at most 1 point, latency ratio at"
+        " batch 256 at most 0.6. Dynamic quantization quantizes activations on every call:"
+        " for small layers that cost exceeds the int8 matrix product's saving, so int8 is"
+        " faster only once layers are wide enough (and at large batches).",
+        "",
+    ]
+    return lines
+
+
+def _overhead(o: dict[str, Any]) -> list[str]:
+    a, b, c = o["fedsilo"], o["plain_flower"], o["sequential"]
+    return [
+        "## Framework overhead: fedsilo against plain Flower and no Flower",
+        "",
+        "`python bench/bench_overhead.py" + (" --quick" if o.get("quick") else "") + "`",
+        "",
+        f"The same federation ({o['clients']} clients, synthetic data, 20 features,"
+        f" {o['rows_per_client']} training rows per client, MLP (128, 64), 2 local epochs,"
+        f" {o['rounds']} rounds) run (a) by fedsilo via `flwr run .`, (b) by a plain Flower"
+        " FedAvg app (`bench/plain_flower`, Flower's `Strategy.start`) with the same trainer,"
+        " (c) sequentially in one process without Flower.",
+        "",
+        "| | (a) fedsilo | (b) plain Flower | (c) no Flower | (a)/(b) | (a)/(c) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| round loop seconds | {a['rounds_seconds']:.1f} | {b['rounds_seconds']:.1f} |"
+        f" {c['seconds']:.1f} | **{o['rounds_a_over_b']:.2f}** |"
+        f" **{o['rounds_a_over_c']:.2f}** |",
+        f"| whole `flwr run` seconds | {a['flwr_run_seconds']:.1f} | {b['flwr_run_seconds']:.1f}"
+        f" | - | {o['flwr_run_a_over_b']:.2f} | {o['flwr_run_a_over_c']:.2f} |",
+        "",
+        "Targets: (a)/(b) at most 1.10, (a)/(c) at most 1.5.",
+        "",
+    ]

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-SUITES = ("privacy", "federation")
+SUITES = ("privacy", "export", "federation", "overhead")
 
 
 def main(argv: list[str] | None = None) -> int:
