@@ -82,6 +82,17 @@ def fit_preprocessor(
     )
 
 
+def fit_preparation(
+    stats: FeatureStats, table_or_schema: object, config: TrainConfig
+) -> tuple[Preprocessor, np.ndarray | None]:
+    """The preprocessor and class weights (None with ``class-weighting = none``) that
+    (merged) statistics give."""
+    pre = fit_preprocessor(stats, table_or_schema, config)
+    if config.class_weighting == "none":
+        return pre, None
+    return pre, class_weights(stats.class_counts, config.class_weighting)
+
+
 @dataclass
 class PreparedData:
     """Cleaned arrays ready for the trainer, and what cleaned them."""
@@ -97,11 +108,5 @@ def prepare_local(table: Table, config: TrainConfig) -> PreparedData:
     """Clean a table with statistics of its own rows (centralized training, or a silo
     before federated statistics are available)."""
     table, dropped = deduplicate(table, config)
-    stats = local_stats(table, config)
-    pre = fit_preprocessor(stats, table, config)
-    weights = (
-        class_weights(stats.class_counts, config.class_weighting)
-        if config.class_weighting != "none"
-        else None
-    )
+    pre, weights = fit_preparation(local_stats(table, config), table, config)
     return PreparedData(pre.transform(table.X), table.y, pre, weights, dropped)

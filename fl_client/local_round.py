@@ -1,0 +1,187 @@
+"""One local round on a silo, shared by the ClientApp and the offline ``fl-client train``.
+
+Validate the received model on the silo's validation split, then train it on the
+training split, under DP when asked: plan the round, reserve it in the silo's privacy
+ledger (refused, with nothing spent, when the budget would be exceeded), train, settle
+the ledger with the steps actually taken. The caller turns the result into a Flower
+reply or an update file; both carry the same metrics (:meth:`RoundResult.metrics`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core_training.config import TrainConfig
+from core_training.data import Table
+from core_training.pipeline import fit_preparation, local_stats
+from core_training.preprocess import Preprocessor
+from core_training.trainer import evaluate, fit
+from fl_common import protocol as p
+from fl_common.settings import RunSettings
+
+from .silo import Silo
+
+# privacy.dp and privacy.ledger load Opacus (seconds): imported where DP is used, so a
+# round without DP (and the fl-client commands that need none) does not pay for it.
+if TYPE_CHECKING:
+    from privacy.ledger import PrivacyLedger
+
+VAL_METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
+
+
+@dataclass(frozen=True)
+class DPOptions:
+    """A silo's DP-SGD terms: ``target_epsilon`` is what ``planned_rounds`` rounds of
+    this size compose to (one noise level for all of them); ``budget`` is the ledger's."""
+
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float
+    budget: float
+    planned_rounds: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings) -> DPOptions:
+        return cls(
+            target_epsilon=settings.target_epsilon,
+            delta=settings.target_delta,
+            max_grad_norm=settings.dp_max_grad_norm,
+            budget=settings.privacy_budget,
+            planned_rounds=settings.num_server_rounds,
+        )
+
+    def noise_multiplier(self, num_examples: int, config: TrainConfig) -> float:
+        """The noise that makes all planned rounds of local training, composed, reach
+        the target epsilon: one noise level for the run, chosen for its total steps."""
+        from privacy.dp import noise_for_target, sample_rate_for, steps_for
+
+        q = sample_rate_for(num_examples=num_examples, batch_size=config.batch_size)
+        return noise_for_target(
+            target_epsilon=self.target_epsilon,
+            target_delta=self.delta,
+            sample_rate=q,
+            steps=steps_for(config.local_epochs * self.planned_rounds, q),
+        )
+
+
+def open_ledger(path: Path, *, key: bytes, dp: DPOptions) -> PrivacyLedger:
+    """The silo's ledger at ``path`` (created on first use)."""
+    from privacy.ledger import PrivacyLedger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return PrivacyLedger.open(path, key=key, budget_epsilon=dp.budget, delta=dp.delta)
+
+
+@dataclass
+class RoundResult:
+    """What one local round produced. ``state`` is None when the round was declined."""
+
+    status: str  # protocol STATUS_OK or STATUS_DECLINED
+    reason: str
+    state: dict[str, torch.Tensor] | None
+    num_examples: int
+    train: dict[str, Any]  # the trainer's metrics (zeros when declined)
+    val: dict[str, Any]  # the received model on the validation split
+    epsilon: float | None  # the ledger's spent epsilon after the round; None without DP
+
+    @property
+    def ok(self) -> bool:
+        return self.status == p.STATUS_OK
+
+    def metrics(self) -> dict[str, float | int]:
+        """The train reply's metrics (``protocol.TRAIN_METRIC_KEYS``), -1 epsilon
+        without DP."""
+        return {
+            p.NUM_EXAMPLES: self.num_examples if self.ok else 0,
+            "train_loss": float(self.train["train_loss"]),
+            "train_accuracy": float(self.train["train_accuracy"]),
+            "val_examples": int(self.val["num_examples"]),
+            **val_metrics(self.val),
+            "epsilon": float(self.epsilon) if self.epsilon is not None else -1.0,
+            "budget_exhausted": int(self.status == p.STATUS_DECLINED),
+            "train_seconds": float(self.train["seconds"]),
+        }
+
+
+def val_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """``trainer.evaluate``'s loss and scores under their ``val_`` names."""
+    return {k: float(evaluation[k.removeprefix("val_")]) for k in VAL_METRICS}
+
+
+def preparation(
+    table: Table,
+    config: TrainConfig,
+    shared: tuple[Preprocessor, np.ndarray | None] | None = None,
+) -> tuple[Preprocessor, np.ndarray | None]:
+    """The federation's preprocessor and class weights when given (``shared``), else
+    ones fitted on this silo's own rows; no weights with ``class-weighting = none``."""
+    if shared is not None:
+        pre, weights = shared
+        return pre, None if config.class_weighting == "none" else weights
+    return fit_preparation(local_stats(table, config), table, config)
+
+
+def train_round(
+    model: nn.Module,
+    silo: Silo,
+    config: TrainConfig,
+    *,
+    preprocessor: Preprocessor,
+    class_weights: np.ndarray | None,
+    server_round: int,
+    proximal_mu: float = 0.0,
+    dp: DPOptions | None = None,
+    ledger: PrivacyLedger | None = None,
+    on_epoch: Callable[[int], None] | None = None,
+) -> RoundResult:
+    """Validate, then train ``model`` (holding the received global weights) in place."""
+    X_train, X_val = preprocessor.transform(silo.train.X), preprocessor.transform(silo.val.X)
+    val = evaluate(model, X_val, silo.val.y)
+    # A different, reproducible shuffle and dropout pattern in every round and silo.
+    round_seed = config.seed + 7919 * server_round + zlib.crc32(silo.silo_id.encode()) % 7907
+    round_config = dataclasses.replace(config, seed=round_seed)
+    train_args = {
+        "class_weights": class_weights,
+        "proximal_mu": proximal_mu,
+        "on_epoch": on_epoch,
+    }
+    if dp is None:
+        result = fit(model, X_train, silo.train.y, round_config, **train_args)
+        return RoundResult(
+            p.STATUS_OK, "", model.state_dict(), len(X_train), result.metrics, val, None
+        )
+
+    from privacy.dp import DPSession, unwrapped_state_dict
+    from privacy.ledger import BudgetExhaustedError
+
+    if ledger is None:
+        raise ValueError("a private round needs the silo's privacy ledger")
+    session = DPSession(
+        max_grad_norm=dp.max_grad_norm,
+        delta=dp.delta,
+        epochs=config.local_epochs,
+        noise_multiplier=dp.noise_multiplier(len(X_train), config),
+    )
+    plan = session.plan(num_examples=len(X_train), batch_size=config.batch_size)
+    try:
+        reservation = ledger.reserve_plan(plan, round=server_round, label=silo.silo_id)
+    except BudgetExhaustedError as exc:
+        idle = {"train_loss": 0.0, "train_accuracy": 0.0, "seconds": 0.0}
+        return RoundResult(
+            p.STATUS_DECLINED, str(exc), None, len(X_train), idle, val, ledger.spent_epsilon()
+        )
+    result = fit(model, X_train, silo.train.y, round_config, privatize=session, **train_args)
+    reservation.settle(session.steps_taken)
+    state = unwrapped_state_dict(model)
+    return RoundResult(
+        p.STATUS_OK, "", state, len(X_train), result.metrics, val, ledger.spent_epsilon()
+    )
