@@ -32,7 +32,13 @@ from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, 
 from .aggregation import restore_strategy_state
 from .early_stopping import EarlyStopping
 from .loop import RoundLoop, RunStopped
-from .modelfile import arrays_from_state, load_model, save_model, serialized_size
+from .modelfile import (
+    arrays_from_state,
+    load_model,
+    preprocessing_metadata,
+    save_model,
+    serialized_size,
+)
 from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
 from .state import (
     BEST_MODEL_FILE,
@@ -205,7 +211,17 @@ class Federation:
             schema=state.schema,
             round=state.early_stopping.best_round,
             metrics=state.entry(state.early_stopping.best_round),
+            **self._carried(state),
         )
+
+    def _carried(self, state: RunState) -> dict[str, Any]:
+        """What a model file needs to be used without this run: its preprocessing (so
+        data is cleaned as in training) and the training settings (fl-client train)."""
+        return {
+            "preprocessing": preprocessing_metadata(state.prep),
+            "preprocessing_source": "federated statistics",
+            "train_config": self.config.to_dict(),
+        }
 
     def _config_dict(self) -> dict[str, Any]:
         return {**self.settings.to_dict(), **self.config.to_dict()}
@@ -278,6 +294,7 @@ class Federation:
             round=state.early_stopping.best_round,
             fp32_accuracy=fp32,
             int8_accuracy=int8,
+            **self._carried(state),
         )
         return {
             "path": str(path),

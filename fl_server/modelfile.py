@@ -3,11 +3,16 @@
 Every model file holds the weights and, in its metadata, the ``ModelSpec`` and the
 schema it was trained for, so any file can be turned back into a working model (for
 evaluation, export, or as the start of a new federation) without outside knowledge.
+Where the federation fitted one, the metadata also holds the preprocessing (the fitted
+preprocessor's arrays and the class weights, ``preprocessing``), so data is cleaned the
+way the model was trained wherever the file goes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 
 from core_training.models import ModelSpec, build_model, quantize_int8
+from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
 from privacy import store
 
@@ -87,3 +93,34 @@ def state_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 def arrays_from_state(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy().copy() for k, v in state.items()}
+
+
+def weights_digest(state: Mapping[str, Any]) -> str:
+    """A fingerprint of a model's weights (names, dtypes, shapes, values): an update
+    records the digest of the model it started from, so aggregation can check that all
+    updates of a round started from the same global model."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        array = np.ascontiguousarray(array)
+        h.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()[:32]
+
+
+def preprocessing_metadata(prep: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The preprocessor's arrays and ``class_weights`` (the layout of ``RunState.prep``)
+    as JSON lists, for a model file's ``preprocessing`` metadata."""
+    return {k: np.asarray(v, dtype=np.float64).tolist() for k, v in prep.items()}
+
+
+def preprocessing_from(
+    metadata: Mapping[str, Any],
+) -> tuple[Preprocessor, np.ndarray | None] | None:
+    """The preprocessor and class weights a model file carries (None if it has none)."""
+    data = dict(metadata.get("preprocessing") or {})
+    if not data:
+        return None
+    weights = data.pop("class_weights", None)
+    return Preprocessor.from_dict(data), None if weights is None else np.asarray(weights)
