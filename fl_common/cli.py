@@ -33,9 +33,16 @@ from core_training.schema import DataError, Schema
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 Render = Callable[[dict[str, Any]], str]
 
-# Library warnings that say nothing to a CLI user (Opacus's note on its default noise
-# source, torch's on eager quantization); everything else is shown on one line.
-QUIET_WARNINGS = ("Secure RNG turned off", "torch.ao.quantization", "Using a non-full backward")
+# Library warnings that say nothing to a CLI user (Opacus's notes on its noise source
+# and accountant, torch's on hooks and quantization); the rest is shown on one line.
+QUIET_WARNINGS = (
+    "Secure RNG turned off",
+    "Optimal order is the largest alpha",
+    "Full backward hook is firing",
+    "torch.ao.quantization",
+    "torch.quantize_per_tensor",  # loading an int8 export
+    "TypedStorage is deprecated",
+)
 
 
 _INPUT_ERRORS = (
@@ -120,6 +127,17 @@ def build_parser(prog: str, description: str, commands: Sequence[Command]) -> Pa
         sub.add_argument("--debug", action="store_true", help="show tracebacks")
         sub.set_defaults(_command=cmd)
     return parser
+
+
+def make_main(
+    prog: str, description: str, commands: Sequence[Command]
+) -> Callable[[Sequence[str] | None], int]:
+    """The ``main(argv=None) -> exit status`` of a console script."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_cli(build_parser(prog, description, commands), argv)
+
+    return main
 
 
 def run_cli(parser: Parser, argv: Sequence[str] | None = None) -> int:
@@ -333,13 +351,20 @@ def key_from(args: argparse.Namespace) -> bytes:
 
 
 def settings_from(items: Sequence[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values typed as int, float, bool or text."""
+    """``--set key=value`` pairs. A value is typed like the training setting it names
+    (text stays text: ``hidden-sizes=64`` is the string "64"), else as int, float,
+    bool or text."""
+    from core_training.config import TrainConfig
+
+    defaults = TrainConfig().to_dict()
     out: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or not name.strip():
+        name, text = name.strip(), text.strip()
+        if not sep or not name:
             raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set local-epochs=2")
-        out[name.strip()] = _typed(text.strip())
+        is_text = isinstance(defaults.get(name.replace("_", "-")), str)
+        out[name] = text.strip("\"'") if is_text else _typed(text)
     return out
 
 
@@ -352,6 +377,38 @@ def _typed(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text.strip("\"'")
+
+
+def ledger_summary(path: Path, key: bytes) -> dict[str, Any]:
+    """A silo's privacy ledger as its last write left it: budget, spent and remaining
+    epsilon, rounds, entries. The ledger stores its spent epsilon (recomputed from the
+    whole history) in the file's metadata on every change, so reading it needs no
+    accountant (and no Opacus import); the payload is JSON, nothing is unpickled."""
+    from privacy import store
+
+    try:
+        record, meta = store.load_json(path, key=key, kind="ledger")
+    except store.ArtifactNotFoundError:
+        raise CLIError(
+            f"no privacy ledger at {path} yet: the silo's first fl-client train --dp makes it"
+        ) from None
+    if not isinstance(record, dict) or record.get("format") != LEDGER_FORMAT:
+        raise CLIError(f"{path} is not a privacy ledger")
+    entries = record["entries"]
+    budget, spent = float(record["budget_epsilon"]), float(meta["spent_epsilon"])
+    return {
+        "path": str(path),
+        "budget_epsilon": budget,
+        "delta": float(record["delta"]),
+        "spent_epsilon": spent,
+        "remaining_epsilon": max(0.0, budget - spent),
+        "rounds_recorded": sum(1 for e in entries if e["steps"] > 0),
+        "pending_reservations": sum(1 for e in entries if e["status"] == "reserved"),
+        "entries": entries,
+    }
+
+
+LEDGER_FORMAT = "fedsilo-privacy-ledger"  # privacy.ledger.LEDGER_FORMAT (that module loads Opacus)
 
 
 def schema_difference(got: Schema, want: Schema) -> str:

@@ -109,3 +109,28 @@ def history_table(history: list[dict[str, Any]]) -> str:
             cells.append(text.strip().rjust(max(width, len(head))))
         lines.append(" ".join(cells))
     return "\n".join(lines)
+
+
+def plot_importance(
+    rows: list[tuple[str, float, float]], path: Path, *, title: str = "permutation importance"
+) -> Path:
+    """A horizontal bar chart of (feature, mean drop, std), most important on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(rows, key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(6.4, max(2.4, 0.28 * len(rows) + 1.2)))
+    ax.barh([r[0] for r in rows], [r[1] for r in rows], xerr=[r[2] for r in rows], color="tab:blue")
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set(title=title, xlabel="score drop when the feature is shuffled")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,687 @@
+"""``fl-server``: the server operator's command line.
+
+Make keys, start an offline federation (``init``), combine silos' update files
+(``aggregate``), evaluate, export to int8, inspect and re-key any file fedsilo writes,
+and report on a run folder. ``fl-server COMMAND --help`` shows each with an example.
+Output conventions, exit codes and common flags: :mod:`fl_common.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core_training.importance import SCORES
+from fl_common.cli import (
+    CLIError,
+    Command,
+    Progress,
+    arg,
+    check_schema,
+    fields,
+    key_from,
+    ledger_summary,
+    load_data,
+    make_main,
+    metrics_text,
+    progress,
+    settings_from,
+    table,
+)
+
+OFFLINE_STRATEGIES = ("fedavg", "fedmedian", "trimmed-mean", "krum")
+
+
+# -- keygen ----------------------------------------------------------------------------
+
+
+def keygen(args: argparse.Namespace) -> dict[str, Any]:
+    from privacy.keys import generate_key_file, key_id, load_key_file
+
+    path = generate_key_file(Path(args.out))
+    return {"path": str(path), "key_id": key_id(load_key_file(path)), "mode": "0600"}
+
+
+def keygen_text(r: dict[str, Any]) -> str:
+    return (
+        f"created key file {r['path']} (mode {r['mode']}, key id {r['key_id']})\n"
+        f"use it with --key-file {r['path']}; keep it out of artifact folders and back it up"
+    )
+
+
+# -- init ------------------------------------------------------------------------------
+
+
+def init(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from core_training.config import TrainConfig
+    from core_training.models import build_model
+    from core_training.pipeline import fit_preparation, local_stats, model_spec_for
+    from core_training.schema import Schema
+
+    from .modelfile import save_model
+
+    values = settings_from(args.set)
+    if args.seed is not None:
+        values["seed"] = args.seed
+    config = TrainConfig.from_dict(values)
+    data = load_data(args)
+    schema = data.schema if data is not None else Schema.load(args.schema) if args.schema else None
+    if schema is None:
+        raise CLIError("init needs the federation's schema: --schema FILE or --dataset NAME")
+    spec = model_spec_for(schema, config)
+    torch.manual_seed(config.seed)
+    state = build_model(spec).state_dict()
+    key = key_from(args)
+    meta: dict[str, Any] = {"round": 0, "train_config": config.to_dict()}
+    if args.stats:
+        stats, rows = _merged_stats(args.stats, schema, key)
+        source = f"federated statistics of {len(args.stats)} silo(s), {rows} rows"
+    elif data is not None:
+        stats = local_stats(data, config)
+        source = f"fitted on {data.source} ({len(data)} rows)"
+    else:
+        stats, source = None, "none: each silo fits its own (give --stats or data to share one)"
+    if stats is not None:
+        meta["preprocessing"] = _prep_metadata(*fit_preparation(stats, schema, config))
+    meta["preprocessing_source"] = source
+    path = save_model(Path(args.out), state, key=key, spec=spec, schema=schema, **meta)
+    return {
+        "path": str(path),
+        "model_spec": spec.to_dict(),
+        "parameters": sum(int(v.numel()) for v in state.values()),
+        "features": schema.num_features,
+        "classes": list(schema.classes),
+        "preprocessing": source,
+        "train_config": config.to_dict(),
+    }
+
+
+def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
+    from core_training.preprocess import FeatureStats, merge_stats
+    from core_training.schema import Schema
+    from fl_common.cli import schema_difference
+    from privacy import store
+
+    from .offline import STATS_CONTENT
+
+    parts = []
+    for path in paths:
+        payload, meta = store.load_json(path, key=key, kind="json")
+        if meta.get("content") != STATS_CONTENT:
+            raise CLIError(f"{path} is not a statistics file (make one with fl-client stats)")
+        diff = schema_difference(Schema.from_dict(meta["schema"], source=path), schema)
+        if diff:
+            raise CLIError(f"{path}: the silo's schema differs from the federation's: {diff}")
+        parts.append(FeatureStats.from_dict(payload))
+    merged = merge_stats(parts)
+    return merged, merged.num_rows
+
+
+def _prep_metadata(pre: Any, weights: Any) -> dict[str, Any]:
+    from .modelfile import preprocessing_metadata
+
+    prep = dict(pre.to_dict())
+    if weights is not None:
+        prep["class_weights"] = weights
+    return preprocessing_metadata(prep)
+
+
+def init_text(r: dict[str, Any]) -> str:
+    return fields(
+        [
+            ("wrote", r["path"]),
+            ("model", f"{_meta_text('model_spec', r['model_spec'])}, {r['parameters']} weights"),
+            ("data", f"{r['features']} features, classes {r['classes']}"),
+            ("preprocessing", r["preprocessing"]),
+            ("local epochs", r["train_config"]["local-epochs"]),
+        ]
+    )
+
+
+# -- aggregate -------------------------------------------------------------------------
+
+
+def aggregate_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
+    from fl_common.protocol import record_to_numpy
+    from fl_common.settings import RunSettings
+
+    from .aggregation import aggregate, make_strategy
+    from .modelfile import save_model, state_from_arrays
+    from .offline import collect_updates
+
+    if args.min_updates < 1:
+        raise CLIError(f"--min-updates must be at least 1, got {args.min_updates}")
+    settings = RunSettings(trimmed_beta=args.trimmed_beta, krum_malicious=args.krum_malicious)
+    key = key_from(args)
+    batch = collect_updates(args.updates, key=key, base=args.base)
+    used = batch.valid
+    if len(used) < args.min_updates:
+        reasons = "; ".join(f"{n}: {r[0]}" for n, r in batch.rejected.items())
+        raise CLIError(
+            f"{len(used)} good update(s) of {len(args.updates)}, fewer than --min-updates "
+            f"{args.min_updates}" + (f"; rejected {reasons}" if reasons else "")
+        )
+    strategy = make_strategy(settings, strategy=args.strategy)
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-call INFO lines are noise here
+    arrays = record_to_numpy(aggregate(strategy, max(batch.round, 1), used))
+    total = sum(int(u.num_examples) for u in used)
+    summary = {
+        "strategy": args.strategy,
+        "used": [u.name for u in used],
+        "rejected": batch.rejected,
+        "num_examples": total,
+    }
+    meta = {**batch.carried, "round": batch.round, "aggregation": summary}
+    meta["metrics"] = batch.weighted_metrics()
+    path = save_model(
+        Path(args.out),
+        state_from_arrays(arrays),
+        key=key,
+        spec=batch.spec,
+        schema=batch.schema,
+        **meta,
+    )
+    return {
+        "path": str(path),
+        "round": batch.round,
+        **summary,
+        "updates": batch.rows,
+        "metrics": meta["metrics"],
+    }
+
+
+def aggregate_text(r: dict[str, Any]) -> str:
+    rows = [[u["name"], u["num_examples"], u["train_loss"], u["status"]] for u in r["updates"]]
+    lines = [table(rows, ["update", "examples", "train_loss", "status"]), ""]
+    lines.append(
+        f"wrote {r['path']}: round {r['round']}, {r['strategy']} of {len(r['used'])} "
+        f"update(s), {r['num_examples']} examples; {len(r['rejected'])} rejected"
+    )
+    return "\n".join(lines)
+
+
+# -- evaluate and export ---------------------------------------------------------------
+
+
+def _open_model(path: str, key: bytes) -> Any:
+    from .modelfile import load_model
+
+    return load_model(path, key=key)
+
+
+def _eval_data(args: argparse.Namespace, loaded: Any, path: str, key: bytes) -> Any:
+    """(X cleaned, y, table, where the preprocessing came from) for a model file."""
+    from core_training.config import TrainConfig
+    from core_training.pipeline import fit_preparation, local_stats
+
+    from .modelfile import preprocessing_from
+
+    data = load_data(args)
+    if data is None:
+        return None
+    check_schema(data.schema, loaded.schema, str(data.source))
+    if loaded.schema is None and data.schema.num_features != loaded.spec.in_features:
+        raise CLIError(
+            f"{data.source} has {data.schema.num_features} feature columns; the model "
+            f"expects {loaded.spec.in_features}"
+        )
+    shared = preprocessing_from(loaded.metadata) or _checkpoint_prep(loaded, path, key)
+    if shared is not None:
+        pre, note = shared[0], "from the model file"
+    else:
+        config = TrainConfig.from_dict(loaded.metadata.get("train_config", {}))
+        pre, _ = fit_preparation(local_stats(data, config), data, config)
+        note = "fitted on the evaluation data (the model file has none)"
+    return pre.transform(data.X), data.y, data, note
+
+
+def _checkpoint_prep(loaded: Any, path: str, key: bytes) -> Any:
+    """A checkpoint keeps its federation's preprocessing in its payload."""
+    if "config" not in loaded.metadata or "best_round" not in loaded.metadata:
+        return None
+    from core_training.preprocess import Preprocessor
+    from privacy import store
+
+    payload, _ = store.load_state(path, key=key, kind="checkpoint")
+    prep = {k: v.numpy() for k, v in payload.get("prep", {}).items()}
+    weights = prep.pop("class_weights", None)
+    return (Preprocessor.from_dict(prep), weights) if prep else None
+
+
+def _describe(loaded: Any, path: str) -> dict[str, Any]:
+    return {
+        "model": path,
+        "kind": loaded.spec.kind,
+        "round": loaded.metadata.get("round"),
+        "int8": loaded.quantized,
+    }
+
+
+def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from core_training.trainer import evaluate, predict_proba
+
+    key = key_from(args)
+    loaded = _open_model(args.model, key)
+    X, y, data, note = _eval_data(args, loaded, args.model, key)
+    result: dict[str, Any] = {
+        **_describe(loaded, args.model),
+        "data": data.source,
+        "rows": len(y),
+        "class_names": [str(c) for c in data.schema.classes],
+        "preprocessing": note,
+        "metrics": evaluate(loaded.model, X, y),
+    }
+    if args.importance:
+        from core_training.importance import permutation_importance
+
+        from .report import plot_importance
+
+        def predict(rows: Any) -> Any:
+            return predict_proba(loaded.model, rows).argmax(1)
+
+        features = len(data.schema.features)
+        with Progress(features, "permutation importance") as bar:
+            baseline, found = permutation_importance(
+                predict,
+                X,
+                y,
+                data.schema,
+                scoring=args.scoring,
+                n_repeats=args.repeats,
+                seed=args.seed,
+                on_feature=lambda name: bar.advance(note=name),
+            )
+        plot = _plot_path(args)
+        rows = [(i.feature, i.mean, i.std) for i in found]
+        plot_importance(rows, plot, title=f"permutation importance ({args.scoring})")
+        result["importance"] = {
+            "scoring": args.scoring,
+            "baseline": baseline,
+            "repeats": args.repeats,
+            "features": [i.__dict__ for i in found],
+            "plot": str(plot),
+        }
+    if args.out:
+        from .report import write_json
+
+        result["out"] = str(write_json(Path(args.out), result))
+    return result
+
+
+def _plot_path(args: argparse.Namespace) -> Path:
+    if args.plot:
+        return Path(args.plot)
+    if args.out:
+        out = Path(args.out)
+        return out.with_name(out.stem + "-importance.png")
+    return Path.cwd() / "importance.png"
+
+
+def evaluate_text(r: dict[str, Any]) -> str:
+    head = fields(
+        [
+            (
+                "model",
+                f"{r['model']} ({r['kind']}, round {r['round']}{', int8' if r['int8'] else ''})",
+            ),
+            ("data", f"{r['data']} ({r['rows']} rows)"),
+            ("preprocessing", r["preprocessing"]),
+        ]
+    )
+    text = head + "\n\n" + metrics_text(r["metrics"], r["class_names"])
+    imp = r.get("importance")
+    if imp:
+        rows = [[f["feature"], f["mean"], f["std"]] for f in imp["features"]]
+        text += (
+            f"\n\npermutation importance ({imp['scoring']} drop, {imp['repeats']} repeats; "
+            f"baseline {imp['baseline']:.4f}):\n"
+            + table(rows, ["feature", "importance", "std"])
+            + f"\nplot: {imp['plot']}"
+        )
+    if r.get("out"):
+        text += f"\nwrote {r['out']}"
+    return text
+
+
+def export_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from core_training.models import quantize_int8
+    from core_training.trainer import evaluate
+
+    from .modelfile import save_model, serialized_size
+
+    key = key_from(args)
+    loaded = _open_model(args.model, key)
+    if loaded.quantized:
+        raise CLIError(f"{args.model} is already an int8 export")
+    qmodel = quantize_int8(loaded.model)
+    qstate = qmodel.state_dict()
+    result: dict[str, Any] = {
+        **_describe(loaded, args.model),
+        "fp32_bytes": serialized_size(loaded.model.state_dict()),
+        "int8_bytes": serialized_size(qstate),
+        "fp32_accuracy": None,
+        "int8_accuracy": None,
+    }
+    prepared = _eval_data(args, loaded, args.model, key)
+    if prepared is not None:
+        X, y, data, note = prepared
+        result["fp32_accuracy"] = evaluate(loaded.model, X, y)["accuracy"]
+        result["int8_accuracy"] = evaluate(qmodel, X, y)["accuracy"]
+        result.update(data=data.source, rows=len(y), preprocessing=note)
+    carried = {
+        k: v
+        for k, v in loaded.metadata.items()
+        if k not in ("model_spec", "schema", "fp32_accuracy", "int8_accuracy")
+    }
+    path = save_model(
+        Path(args.out),
+        qstate,
+        key=key,
+        spec=loaded.spec,
+        schema=loaded.schema,
+        kind="export",
+        **carried,
+        fp32_accuracy=result["fp32_accuracy"],
+        int8_accuracy=result["int8_accuracy"],
+    )
+    result.update(path=str(path), file_bytes=path.stat().st_size)
+    return result
+
+
+def export_text(r: dict[str, Any]) -> str:
+    def acc(v: float | None) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    ratio = r["fp32_bytes"] / max(r["int8_bytes"], 1)
+    lines = [
+        f"wrote {r['path']} (int8, kind export, {r['file_bytes']} bytes encrypted)",
+        f"size      fp32 {r['fp32_bytes']} bytes -> int8 {r['int8_bytes']} bytes ({ratio:.1f}x)",
+        f"accuracy  fp32 {acc(r['fp32_accuracy'])} -> int8 {acc(r['int8_accuracy'])}"
+        + (f" on {r['data']} ({r['rows']} rows)" if r.get("data") else " (no data given)"),
+    ]
+    return "\n".join(lines)
+
+
+# -- inspect ---------------------------------------------------------------------------
+
+
+def inspect_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from privacy import store
+    from privacy.keys import is_encrypted_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CLIError(f"{path} does not exist or is not a file")
+    if not is_encrypted_file(path):
+        raise CLIError(
+            f"{path} is not a fedsilo encrypted file (plain outputs such as history.json are "
+            "readable as they are; fl-server report shows a run folder)"
+        )
+    key = key_from(args)
+    info = store.read_info(path, key=key)
+    meta = dict(info["metadata"])
+    if "preprocessing" in meta:
+        prep = meta["preprocessing"] or {}
+        meta["preprocessing"] = {
+            "columns": len(prep.get("mean", [])),
+            "class_weights": prep.get("class_weights"),
+        }
+    if info["kind"] == "ledger":
+        summary = ledger_summary(path, key)
+        meta.update((k, summary[k]) for k in ("rounds_recorded", "pending_reservations"))
+    return {k: v for k, v in info.items() if k != "metadata"} | {"metadata": meta}
+
+
+def inspect_text(r: dict[str, Any]) -> str:
+    top = [(k, r[k]) for k in ("path", "kind", "format_version", "created", "size_bytes")]
+    return fields(top + [(k, _meta_text(k, v)) for k, v in r["metadata"].items()])
+
+
+def _meta_text(name: str, value: Any) -> str:
+    """One metadata entry on one line, the known ones in words."""
+    if name == "model_spec" and isinstance(value, dict):
+        layers = value.get("hidden_sizes") if value.get("kind") == "mlp" else value.get("channels")
+        return (
+            f"{value.get('kind')}: {value.get('in_features')} features -> {layers} -> "
+            f"{value.get('num_classes')} classes"
+        )
+    if name == "schema" and isinstance(value, dict):
+        label = value.get("label", {})
+        return (
+            f"label {label.get('column')!r}, classes {label.get('classes')}, "
+            f"{len(value.get('features', {}))} features"
+        )
+    if name in ("train_config", "local_train_config", "config") and isinstance(value, dict):
+        from core_training.config import TrainConfig
+
+        defaults = TrainConfig().to_dict()
+        changed = {k: v for k, v in value.items() if k in defaults and defaults[k] != v}
+        return _brief(changed) + " (others default)" if changed else "defaults"
+    if name == "aggregation" and isinstance(value, dict):
+        return (
+            f"{value.get('strategy')} of {len(value.get('used', []))} update(s), "
+            f"{value.get('num_examples')} examples, {len(value.get('rejected', {}))} rejected"
+        )
+    return _brief(value)
+
+
+def _brief(value: Any, limit: int = 160) -> str:
+    """A value on one line: dicts as key=value, floats short, long text cut."""
+    if isinstance(value, dict):
+        text = ", ".join(f"{k}={_brief(v, 40)}" for k, v in value.items())
+    elif isinstance(value, float):
+        text = f"{value:.6g}"
+    elif isinstance(value, (list, tuple)):
+        text = "[" + ", ".join(_brief(v, 20) for v in value) + "]"
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- rekey -----------------------------------------------------------------------------
+
+
+def rekey_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from privacy import store
+    from privacy.keys import key_id, load_key_file, rekey_file
+
+    old = load_key_file(args.old_key_file)
+    new = key_from(args)
+    if old == new:
+        raise CLIError("the old and the new key are the same key; nothing to do")
+    files = [Path(f) for f in args.files]
+    # Check that the old key opens every file before changing any of them.
+    for path in progress(files, "checking"):
+        try:
+            store.read_info(path, key=old)
+        except store.DecryptionError as exc:
+            raise CLIError(f"{exc} No file was changed.") from None
+    for path in progress(files, "re-encrypting"):
+        rekey_file(path, old, new)
+    return {"files": [str(f) for f in files], "old_key_id": key_id(old), "new_key_id": key_id(new)}
+
+
+def rekey_text(r: dict[str, Any]) -> str:
+    lines = [f"re-encrypted {len(r['files'])} file(s): key {r['old_key_id']} -> {r['new_key_id']}"]
+    return "\n".join(lines + [f"  {f}" for f in r["files"]])
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def report_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, history_table, plot_curves
+
+    run_dir = Path(args.run_dir)
+    history_path = run_dir / HISTORY_FILE
+    if not history_path.is_file():
+        raise CLIError(f"{run_dir} holds no {HISTORY_FILE}; pass the folder of a run")
+    history = _read_json(history_path)
+    summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else None
+    curves = plot_curves(history, Path(args.plot) if args.plot else run_dir / CURVES_FILE)
+    return {
+        "run_dir": str(run_dir),
+        "table": history_table(history),
+        "history": history,
+        "summary": summary,
+        "curves": str(curves),
+    }
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CLIError(f"{path} is not valid JSON: {exc}") from None
+
+
+def report_text(r: dict[str, Any]) -> str:
+    text = r["table"]
+    s = r["summary"]
+    if s:
+        best = s.get("best_metrics") or {}
+        text += "\n\n" + fields(
+            [
+                ("stopped", f"{s.get('stop_reason')} after {s.get('rounds_completed')} round(s)"),
+                ("best round", s.get("best_round")),
+                ("best val_accuracy", best.get("val_accuracy")),
+                ("epsilon", s.get("epsilon_max")),
+                ("export", (s.get("export") or {}).get("path")),
+            ]
+        )
+    return text + f"\ncurves: {r['curves']}"
+
+
+# -- registry --------------------------------------------------------------------------
+
+COMMANDS = [
+    Command(
+        "keygen",
+        "make a new 256-bit key file (mode 0600); never overwrites",
+        "fl-server keygen --out ~/.fedsilo/keys/federation.key",
+        keygen,
+        keygen_text,
+        [arg("--out", required=True, metavar="K", help="key file to create")],
+    ),
+    Command(
+        "init",
+        "write a fresh global model to start an offline federation from",
+        "fl-server init --dataset breast-cancer --set hidden-sizes=64,32 --set local-epochs=2 \\\n"
+        "    --seed 0 --out models/round-0.bin\n"
+        "fl-server init --schema schema.toml --stats silo-a.stats silo-b.stats --out round-0.bin",
+        init,
+        init_text,
+        [
+            arg("--out", required=True, metavar="MODEL", help="model file to write"),
+            arg("--seed", type=int, help="seed of the initial weights (training setting seed)"),
+            arg(
+                "--stats",
+                nargs="+",
+                metavar="FILE",
+                help="silos' statistics files (fl-client stats): fit the shared preprocessing",
+            ),
+        ],
+        key=True,
+        data="optional",
+        settings=True,
+    ),
+    Command(
+        "aggregate",
+        "combine silos' update files into a new global model",
+        "fl-server aggregate updates/*.bin --base models/round-0.bin --out models/round-1.bin\n"
+        "fl-server aggregate a.bin b.bin c.bin --strategy trimmed-mean --out round-1.bin",
+        aggregate_cmd,
+        aggregate_text,
+        [
+            arg("updates", nargs="+", metavar="UPDATE", help="update files (fl-client train)"),
+            arg("--out", required=True, metavar="MODEL", help="model file to write"),
+            arg("--strategy", choices=OFFLINE_STRATEGIES, default="fedavg"),
+            arg("--base", metavar="MODEL", help="the global model the updates started from"),
+            arg("--min-updates", type=int, default=1, help="good updates needed (default 1)"),
+            arg("--trimmed-beta", type=float, default=0.2, help="trimmed-mean: cut per end"),
+            arg("--krum-malicious", type=int, default=0, help="krum: malicious silos tolerated"),
+        ],
+        key=True,
+    ),
+    Command(
+        "evaluate",
+        "evaluate a model file (fp32 or int8) on a data set",
+        "fl-server evaluate models/round-3.bin --dataset breast-cancer --importance \\\n"
+        "    --plot importance.png",
+        evaluate_cmd,
+        evaluate_text,
+        [
+            arg("model", metavar="MODEL"),
+            arg("--importance", action="store_true", help="permutation feature importance"),
+            arg("--scoring", default="accuracy", choices=SCORES, help="importance score"),
+            arg("--repeats", type=int, default=5, help="shuffles per feature (default 5)"),
+            arg("--seed", type=int, default=0, help="seed of the shuffles"),
+            arg("--plot", metavar="FILE", help="importance chart (default next to --out)"),
+            arg("--out", metavar="FILE", help="also write the results as JSON here"),
+        ],
+        key=True,
+        data="required",
+    ),
+    Command(
+        "export",
+        "quantize a model file to int8 (kind export) and compare size and accuracy",
+        "fl-server export models/round-3.bin --out models/model-int8.bin --dataset breast-cancer",
+        export_cmd,
+        export_text,
+        [arg("model", metavar="MODEL"), arg("--out", required=True, metavar="FILE")],
+        key=True,
+        data="optional",
+    ),
+    Command(
+        "inspect",
+        "describe any encrypted file fedsilo writes (never prints weights)",
+        "fl-server inspect ~/.fedsilo/artifacts/digits-20250101-120000-1/checkpoint.bin",
+        inspect_cmd,
+        inspect_text,
+        [arg("file", metavar="FILE")],
+        key=True,
+    ),
+    Command(
+        "rekey",
+        "re-encrypt files from an old key to a new one (all are checked first)",
+        "fl-server rekey artifacts/run/*.bin --old-key-file old.key --key-file new.key",
+        rekey_cmd,
+        rekey_text,
+        [
+            arg("files", nargs="+", metavar="FILE"),
+            arg("--old-key-file", required=True, metavar="K1", help="the key they use now"),
+        ],
+        key=True,
+    ),
+    Command(
+        "report",
+        "show a run folder's history as a table and regenerate curves.png",
+        "fl-server report ~/.fedsilo/artifacts/digits-20250101-120000-1",
+        report_cmd,
+        report_text,
+        [
+            arg("run_dir", metavar="RUN_DIR"),
+            arg("--plot", metavar="FILE", help="where to write the curves (default in RUN_DIR)"),
+        ],
+    ),
+    # certs: certificate tooling for deployments lives in fl_server/certs.py and is
+    # registered here by its owner.
+]
+
+
+main = make_main(
+    "fl-server",
+    "fedsilo server tools: keys, offline federation, evaluation, export, inspection.",
+    COMMANDS,
+)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
