@@ -199,7 +199,10 @@ class RoundLoop:
         for msg in messages:
             msg.content[p.PREP] = prep
         replies = self.grid.send_and_receive(messages, timeout=self.settings.round_timeout)
-        outcome = self._sort_replies(server_round, nodes, replies, state)
+        # An error reply the SuperLink makes for a node it lost comes from the SuperLink
+        # itself; the message it answers names the node.
+        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        outcome = self._sort_replies(server_round, nodes, replies, state, sent_to)
         valid, rejected = split_valid(outcome.pop("updates"), sent)
         for name, problems in rejected.items():
             log(
@@ -245,7 +248,12 @@ class RoundLoop:
         return entry
 
     def _sort_replies(
-        self, server_round: int, nodes: list[int], replies: Iterable[Message], state: RunState
+        self,
+        server_round: int,
+        nodes: list[int],
+        replies: Iterable[Message],
+        state: RunState,
+        sent_to: dict[str, int] | None = None,
     ) -> dict[str, Any]:
         failed: dict[str, str] = {}
         declined: dict[str, str] = {}
@@ -253,7 +261,8 @@ class RoundLoop:
         epsilons: list[float] = []
         answered = set()
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = (sent_to or {}).get(reply.metadata.reply_to_message_id)
+            node = reply.metadata.src_node_id if node is None else node
             answered.add(node)
             name = f"node {node}"
             if reply.has_error():
