@@ -173,6 +173,28 @@ class Schema:
         return path
 
 
+def schema_difference(got: Schema, want: Schema) -> str:
+    """What differs between two schemas, in words ("" when they are equal)."""
+    if got == want:
+        return ""
+    if got.label != want.label:
+        return f"label column {got.label!r}, expected {want.label!r}"
+    if tuple(map(str, got.classes)) != tuple(map(str, want.classes)):
+        return f"classes {list(got.classes)}, expected {list(want.classes)}"
+    if got.classes != want.classes:
+        return "the same classes, written as numbers in one and as text in the other"
+    if got.image_shape != want.image_shape:
+        return f"image shape {got.image_shape}, expected {want.image_shape}"
+    names, wanted = [f.name for f in got.features], [f.name for f in want.features]
+    missing = [n for n in wanted if n not in names]
+    extra = [n for n in names if n not in wanted]
+    if missing or extra:
+        return f"features missing {missing[:5]} and unexpected {extra[:5]}"
+    if names != wanted:
+        return "the same features in another order"
+    return "feature types or categories differ"
+
+
 def _label_text(value: Any) -> str:
     return str(value)
 

@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from core_training.config import ConfigError
 from core_training.data import BUILTIN_DATASETS, Table, load_table
-from core_training.schema import DataError, Schema
+from core_training.schema import DataError, Schema, schema_difference
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 Render = Callable[[dict[str, Any]], str]
@@ -411,24 +411,7 @@ def ledger_summary(path: Path, key: bytes) -> dict[str, Any]:
 LEDGER_FORMAT = "fedsilo-privacy-ledger"  # privacy.ledger.LEDGER_FORMAT (that module loads Opacus)
 
 
-def schema_difference(got: Schema, want: Schema) -> str:
-    """What differs between two schemas, in words ("" when they are equal)."""
-    if got == want:
-        return ""
-    if got.label != want.label:
-        return f"label column {got.label!r}, expected {want.label!r}"
-    if tuple(map(str, got.classes)) != tuple(map(str, want.classes)):
-        return f"classes {list(got.classes)}, expected {list(want.classes)}"
-    names, wanted = [f.name for f in got.features], [f.name for f in want.features]
-    missing = [n for n in wanted if n not in names]
-    extra = [n for n in names if n not in wanted]
-    if missing or extra:
-        return f"features missing {missing[:5]} and unexpected {extra[:5]}"
-    if names != wanted:
-        return "the same features in another order"
-    return "feature types or categories differ"
-
-
 def check_schema(got: Schema, want: Schema | None, what: str) -> None:
+    """Refuse data whose schema is not the model's (exit 2, saying what differs)."""
     if want is not None and (diff := schema_difference(got, want)):
         raise CLIError(f"{what}: the data's schema differs from the model's: {diff}")

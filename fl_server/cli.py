@@ -20,7 +20,6 @@ from fl_common.cli import (
     Command,
     Progress,
     arg,
-    check_schema,
     fields,
     key_from,
     ledger_summary,
@@ -210,104 +209,38 @@ def aggregate_text(r: dict[str, Any]) -> str:
 # -- evaluate and export ---------------------------------------------------------------
 
 
-def _open_model(path: str, key: bytes) -> Any:
+def _prepared(args: argparse.Namespace, key: bytes) -> tuple[Any, Any]:
+    """The model file and, when data was given, that data cleaned for it."""
+    from .evaluation import prepare
     from .modelfile import load_model
 
-    return load_model(path, key=key)
-
-
-def _eval_data(args: argparse.Namespace, loaded: Any, path: str, key: bytes) -> Any:
-    """(X cleaned, y, table, where the preprocessing came from) for a model file."""
-    from core_training.config import TrainConfig
-    from core_training.pipeline import fit_preparation, local_stats
-
-    from .modelfile import preprocessing_from
-
+    loaded = load_model(args.model, key=key)
     data = load_data(args)
-    if data is None:
-        return None
-    check_schema(data.schema, loaded.schema, str(data.source))
-    if loaded.schema is None and data.schema.num_features != loaded.spec.in_features:
-        raise CLIError(
-            f"{data.source} has {data.schema.num_features} feature columns; the model "
-            f"expects {loaded.spec.in_features}"
-        )
-    shared = preprocessing_from(loaded.metadata) or _checkpoint_prep(loaded, path, key)
-    if shared is not None:
-        pre, note = shared[0], "from the model file"
-    else:
-        config = TrainConfig.from_dict(loaded.metadata.get("train_config", {}))
-        pre, _ = fit_preparation(local_stats(data, config), data, config)
-        note = "fitted on the evaluation data (the model file has none)"
-    return pre.transform(data.X), data.y, data, note
-
-
-def _checkpoint_prep(loaded: Any, path: str, key: bytes) -> Any:
-    """A checkpoint keeps its federation's preprocessing in its payload."""
-    if "config" not in loaded.metadata or "best_round" not in loaded.metadata:
-        return None
-    from core_training.preprocess import Preprocessor
-    from privacy import store
-
-    payload, _ = store.load_state(path, key=key, kind="checkpoint")
-    prep = {k: v.numpy() for k, v in payload.get("prep", {}).items()}
-    weights = prep.pop("class_weights", None)
-    return (Preprocessor.from_dict(prep), weights) if prep else None
-
-
-def _describe(loaded: Any, path: str) -> dict[str, Any]:
-    return {
-        "model": path,
-        "kind": loaded.spec.kind,
-        "round": loaded.metadata.get("round"),
-        "int8": loaded.quantized,
-    }
+    return loaded, None if data is None else prepare(loaded, args.model, data, key=key)
 
 
 def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from core_training.trainer import evaluate, predict_proba
+    from .evaluation import evaluation, importance
 
-    key = key_from(args)
-    loaded = _open_model(args.model, key)
-    X, y, data, note = _eval_data(args, loaded, args.model, key)
-    result: dict[str, Any] = {
-        **_describe(loaded, args.model),
-        "data": data.source,
-        "rows": len(y),
-        "class_names": [str(c) for c in data.schema.classes],
-        "preprocessing": note,
-        "metrics": evaluate(loaded.model, X, y),
-    }
+    loaded, data = _prepared(args, key_from(args))
+    result = evaluation(loaded, args.model, data)
     if args.importance:
-        from core_training.importance import permutation_importance
-
         from .report import plot_importance
 
-        def predict(rows: Any) -> Any:
-            return predict_proba(loaded.model, rows).argmax(1)
-
-        features = len(data.schema.features)
-        with Progress(features, "permutation importance") as bar:
-            baseline, found = permutation_importance(
-                predict,
-                X,
-                y,
-                data.schema,
+        with Progress(len(data.table.schema.features), "permutation importance") as bar:
+            found = importance(
+                loaded,
+                data,
                 scoring=args.scoring,
-                n_repeats=args.repeats,
+                repeats=args.repeats,
                 seed=args.seed,
                 on_feature=lambda name: bar.advance(note=name),
             )
-        plot = _plot_path(args)
-        rows = [(i.feature, i.mean, i.std) for i in found]
-        plot_importance(rows, plot, title=f"permutation importance ({args.scoring})")
-        result["importance"] = {
-            "scoring": args.scoring,
-            "baseline": baseline,
-            "repeats": args.repeats,
-            "features": [i.__dict__ for i in found],
-            "plot": str(plot),
-        }
+        rows = [(f["feature"], f["mean"], f["std"]) for f in found["features"]]
+        plot = plot_importance(
+            rows, _plot_path(args), title=f"permutation importance ({args.scoring})"
+        )
+        result["importance"] = {**found, "plot": str(plot)}
     if args.out:
         from .report import write_json
 
@@ -351,48 +284,11 @@ def evaluate_text(r: dict[str, Any]) -> str:
 
 
 def export_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from core_training.models import quantize_int8
-    from core_training.trainer import evaluate
-
-    from .modelfile import save_model, serialized_size
+    from .evaluation import export_int8
 
     key = key_from(args)
-    loaded = _open_model(args.model, key)
-    if loaded.quantized:
-        raise CLIError(f"{args.model} is already an int8 export")
-    qmodel = quantize_int8(loaded.model)
-    qstate = qmodel.state_dict()
-    result: dict[str, Any] = {
-        **_describe(loaded, args.model),
-        "fp32_bytes": serialized_size(loaded.model.state_dict()),
-        "int8_bytes": serialized_size(qstate),
-        "fp32_accuracy": None,
-        "int8_accuracy": None,
-    }
-    prepared = _eval_data(args, loaded, args.model, key)
-    if prepared is not None:
-        X, y, data, note = prepared
-        result["fp32_accuracy"] = evaluate(loaded.model, X, y)["accuracy"]
-        result["int8_accuracy"] = evaluate(qmodel, X, y)["accuracy"]
-        result.update(data=data.source, rows=len(y), preprocessing=note)
-    carried = {
-        k: v
-        for k, v in loaded.metadata.items()
-        if k not in ("model_spec", "schema", "fp32_accuracy", "int8_accuracy")
-    }
-    path = save_model(
-        Path(args.out),
-        qstate,
-        key=key,
-        spec=loaded.spec,
-        schema=loaded.schema,
-        kind="export",
-        **carried,
-        fp32_accuracy=result["fp32_accuracy"],
-        int8_accuracy=result["int8_accuracy"],
-    )
-    result.update(path=str(path), file_bytes=path.stat().st_size)
-    return result
+    loaded, data = _prepared(args, key)
+    return export_int8(loaded, args.model, Path(args.out), key=key, data=data)
 
 
 def export_text(r: dict[str, Any]) -> str:
@@ -447,7 +343,7 @@ def inspect_text(r: dict[str, Any]) -> str:
 def _meta_text(name: str, value: Any) -> str:
     """One metadata entry on one line, the known ones in words."""
     if name == "model_spec" and isinstance(value, dict):
-        layers = value.get("hidden_sizes") if value.get("kind") == "mlp" else value.get("channels")
+        layers = list(value.get("hidden_sizes" if value.get("kind") == "mlp" else "channels") or [])
         return (
             f"{value.get('kind')}: {value.get('in_features')} features -> {layers} -> "
             f"{value.get('num_classes')} classes"

@@ -19,6 +19,10 @@ file carries):
 (:func:`~fl_server.aggregation.split_valid` against the global model), after the checks
 only files need: it opens (right key, not tampered), it is an update, same model spec,
 schema and base model. Each rejected file is named with its reasons.
+
+A silo's statistics file (``fl-client stats``, for ``fl-server init --stats``) is an
+encrypted JSON file (kind ``json``) holding ``FeatureStats.to_dict()`` of its training
+rows, with metadata ``content`` = :data:`STATS_CONTENT`, the schema, rows and silo id.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from core_training.models import ModelSpec
-from core_training.schema import Schema
-from fl_common.cli import CLIError, one_line, progress, schema_difference
+from core_training.schema import Schema, schema_difference
+from fl_common.cli import CLIError, one_line, progress
 from privacy import store
 from privacy.crypto import DecryptionError
 from privacy.store import ArtifactFormatError

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import Round, Workspace, assert_one_line_error, call, run_cli
 
+from core_training.schema import Feature, Schema, schema_difference
 from fl_common.cli import Progress, jsonable, settings_from
 
 
@@ -176,3 +177,23 @@ def test_progress_is_drawn_on_a_terminal_only() -> None:
     assert "training [" in shown.getvalue() and "3/3" in shown.getvalue()
     assert shown.getvalue().endswith("\n")
     assert hidden.getvalue() == ""
+
+
+BASE = Schema("y", (0, 1), (Feature("a"), Feature("b", ("x", "y"))))
+
+
+@pytest.mark.parametrize(
+    ("other", "words"),
+    [
+        (BASE, ""),
+        (Schema("label", (0, 1), BASE.features), "label column 'label'"),
+        (Schema("y", (0, 2), BASE.features), "classes [0, 2]"),
+        (Schema("y", ("0", "1"), BASE.features), "as text"),
+        (Schema("y", (0, 1), (Feature("a"),)), "missing ['b']"),
+        (Schema("y", (0, 1), BASE.features[::-1]), "another order"),
+        (Schema("y", (0, 1), (Feature("a"), Feature("b", ("x", "z")))), "categories differ"),
+    ],
+)
+def test_the_refusal_says_how_two_schemas_differ(other: Schema, words: str) -> None:
+    diff = schema_difference(other, BASE)
+    assert (words in diff) if words else diff == ""
