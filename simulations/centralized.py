@@ -18,6 +18,7 @@ from core_training.data import BUILTIN_DATASETS, Table, load_table
 from core_training.models import build_model
 from core_training.pipeline import model_spec_for, prepare_local, split
 from core_training.trainer import evaluate, fit
+from fl_common.cli import settings_from
 
 DEFAULT_EPOCHS = 30
 
@@ -64,11 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        overrides: dict[str, Any] = {"local-epochs": DEFAULT_EPOCHS}
-        for item in args.set:
-            key, _, value = item.partition("=")
-            overrides[key] = _parse_value(value)
-        config = TrainConfig.from_dict(overrides)
+        config = TrainConfig.from_dict({"local-epochs": DEFAULT_EPOCHS, **settings_from(args.set)})
         table = load_table(args.dataset or args.data, args.schema)
         metrics = run_centralized(table, config, test_fraction=args.test_fraction)
     except ValueError as exc:  # ConfigError and DataError included
@@ -76,17 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps(metrics))
     return 0
-
-
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
 
 
 if __name__ == "__main__":
