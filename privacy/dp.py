@@ -22,6 +22,7 @@ was empty, which the accounting does not cover. Leave empty batches out of loss 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
+from opacus.data_loader import DPDataLoader
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
@@ -265,7 +267,7 @@ class DPSession:
         plan = self._plan
         model.train()
         self._engine = PrivacyEngine(accountant=ACCOUNTANT, secure_mode=self.secure_mode)
-        common = {
+        common: dict[str, Any] = {
             "module": model,
             "optimizer": optimizer,
             "data_loader": loader,
@@ -273,6 +275,16 @@ class DPSession:
             "max_grad_norm": self.max_grad_norm,
             "poisson_sampling": True,
         }
+        if not self.secure_mode:
+            # The trainer seeds torch's global generator for repeatable training, and the
+            # seed is no secret. DP needs noise and sampling nobody else can replay, so
+            # both come from generators seeded by the operating system's randomness.
+            device = next(model.parameters()).device
+            common["noise_generator"] = _os_seeded(device)
+            common["data_loader"] = DPDataLoader.from_data_loader(
+                loader, generator=_os_seeded(torch.device("cpu"))
+            )
+            common["poisson_sampling"] = False  # the loader above already samples
         if criterion is None:
             private_model, private_optimizer, private_loader = self._engine.make_private(**common)
             self._wrapper = private_model
@@ -330,6 +342,10 @@ class DPSession:
         if self._wrapper is None:
             raise RuntimeError("nothing to release: the session has not been used")
         return self._wrapper.to_standard_module()
+
+
+def _os_seeded(device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(secrets.randbits(63))
 
 
 def _check_rate(sample_rate: float) -> None:

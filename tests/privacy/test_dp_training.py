@@ -253,3 +253,25 @@ def test_the_trainer_accepts_a_session_as_its_privatize_hook(blobs) -> None:
     assert session.steps_taken == plan.steps == result.steps
     assert session.epsilon() == pytest.approx(plan.epsilon())
     build_model(SPEC).load_state_dict(dp.unwrapped_state_dict(model), strict=True)
+
+
+def test_dp_noise_and_sampling_cannot_be_replayed_from_the_training_seed():
+    """The trainer's seed is known to the server; the DP noise must not follow from it."""
+    import numpy as np
+
+    from core_training import trainer
+    from core_training.config import TrainConfig
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+
+    def private_weights() -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = build_model(ModelSpec("mlp", 8, 2))
+        session = DPSession(max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, epochs=2)
+        trainer.fit(model, X, y, TrainConfig(local_epochs=2, batch_size=20), privatize=session)
+        return model.state_dict()
+
+    first, second = private_weights(), private_weights()
+    assert any(not torch.equal(first[k], second[k]) for k in first)
