@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -26,11 +27,13 @@ from core_training.trainer import evaluate
 from fl_common import protocol as p
 from fl_common.settings import RunSettings, from_run_config
 from privacy.keys import resolve_key
-from privacy.ledger import PrivacyLedger
 
 from .attack import attacked
 from .local_round import DPOptions, open_ledger, preparation, train_round, val_metrics
 from .silo import Silo, silo_for
+
+if TYPE_CHECKING:  # privacy.ledger loads Opacus (seconds per message): only under DP
+    from privacy.ledger import PrivacyLedger
 
 app = ClientApp()
 logger = logging.getLogger("fedsilo.client")
@@ -115,5 +118,8 @@ def _preparation(
 def _ledger(silo: Silo, settings: RunSettings, context: Context) -> PrivacyLedger:
     key_file = context.node_config.get("key-file") or settings.key_file or None
     return open_ledger(
-        silo.ledger_path, key=resolve_key(key_file), dp=DPOptions.from_settings(settings)
+        silo.ledger_path,
+        key=resolve_key(key_file),
+        dp=DPOptions.from_settings(settings),
+        run=f"flwr-run-{context.run_id}",  # so a silo can tell which run spent what
     )

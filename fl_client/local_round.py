@@ -73,12 +73,13 @@ class DPOptions:
         )
 
 
-def open_ledger(path: Path, *, key: bytes, dp: DPOptions) -> PrivacyLedger:
-    """The silo's ledger at ``path`` (created on first use)."""
+def open_ledger(path: Path, *, key: bytes, dp: DPOptions, run: str | None = None) -> PrivacyLedger:
+    """The silo's ledger at ``path`` (created on first use); ``run`` labels the
+    entries this process adds (default: a fresh id)."""
     from privacy.ledger import PrivacyLedger
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return PrivacyLedger.open(path, key=key, budget_epsilon=dp.budget, delta=dp.delta)
+    return PrivacyLedger.open(path, key=key, budget_epsilon=dp.budget, delta=dp.delta, run=run)
 
 
 @dataclass
