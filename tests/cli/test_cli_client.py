@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import FAST, Round, Workspace, assert_one_line_error, call, run_cli
+from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
 
 from privacy import store
 from privacy.keys import load_key_file

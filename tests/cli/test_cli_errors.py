@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Round, Workspace, assert_one_line_error, call, run_cli
+from cli_helpers import Round, Workspace, assert_one_line_error, call, run_cli
 
 from core_training.schema import Feature, Schema, schema_difference
 from fl_common.cli import Progress, jsonable, settings_from

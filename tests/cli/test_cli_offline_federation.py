@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, Round, Workspace, call
+from cli_helpers import FAST, Round, Workspace, call
 
 from fl_common.protocol import record_to_numpy
 from fl_common.settings import RunSettings

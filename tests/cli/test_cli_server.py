@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
-from conftest import FAST, Round, Workspace, assert_one_line_error, call, run_cli
+from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
 
 from core_training.schema import Feature, Schema
 from fl_server.report import write_json

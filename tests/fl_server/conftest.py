@@ -10,16 +10,6 @@ import pytest
 from privacy import keys
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv(keys.HOME_ENV, str(home))
-    monkeypatch.delenv(keys.KEY_ENV, raising=False)
-    monkeypatch.delenv(keys.PASSPHRASE_ENV, raising=False)
-    monkeypatch.setattr(keys, "_key_folders_in_use", set())
-    return home
-
-
 @pytest.fixture
 def key(tmp_path: Path) -> bytes:
     return keys.load_key_file(keys.generate_key_file(tmp_path / "keys" / "k.key"))

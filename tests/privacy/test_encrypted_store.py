@@ -220,10 +220,10 @@ def test_store_refuses_to_write_beside_the_key_file_in_use(tmp_path: Path) -> No
     assert sorted(p.name for p in key_path.parent.iterdir()) == ["silo.key"]
 
 
-def test_store_refuses_the_default_key_folder(isolated_key_env: Path) -> None:
+def test_store_refuses_the_default_key_folder(isolated_home: Path) -> None:
     keys.generate_key_file()
     with pytest.raises(keys.UnsafeLocationError):
-        store.save_json(isolated_key_env / "history.enc", {}, key=keys.resolve_key())
+        store.save_json(isolated_home / "history.enc", {}, key=keys.resolve_key())
 
 
 def test_unknown_kind_is_refused_before_writing(artifacts: Path, key: bytes) -> None:

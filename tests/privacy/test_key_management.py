@@ -95,12 +95,12 @@ def test_passphrase_derivation_is_deterministic_with_its_salt() -> None:
 
 
 def test_passphrase_resolution_makes_the_salt_once_and_reuses_it(
-    isolated_key_env: Path, monkeypatch: pytest.MonkeyPatch
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(keys, "SCRYPT_N", 2**10)  # the salt file records the cost it was made with
     monkeypatch.setenv(keys.PASSPHRASE_ENV, "correct horse battery staple")
     first = keys.resolve_key()
-    salt_file = isolated_key_env / keys.SALT_FILE_NAME
+    salt_file = isolated_home / keys.SALT_FILE_NAME
     assert salt_file.exists()
     salt_before = salt_file.read_bytes()
     assert keys.resolve_key() == first
@@ -112,9 +112,9 @@ def test_a_short_passphrase_is_refused() -> None:
         keys.derive_key("hunter2", bytes(16), **FAST_SCRYPT)
 
 
-def test_default_key_file_lives_in_fedsilo_home(isolated_key_env: Path) -> None:
+def test_default_key_file_lives_in_fedsilo_home(isolated_home: Path) -> None:
     path = keys.generate_key_file()
-    assert path == isolated_key_env / "key"
+    assert path == isolated_home / "key"
     assert keys.resolve_key() == keys.load_key_file(path)
 
 
