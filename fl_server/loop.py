@@ -114,7 +114,10 @@ class RoundLoop:
 
     def sample(self, server_round: int) -> list[int]:
         """Nodes for a round: seeded by (seed, round), so a resumed run samples as the
-        uninterrupted run would have, given the same connected nodes."""
+        uninterrupted run would have, given the same connected nodes. Stops the run
+        here, before the round, when too many nodes have exhausted their budget: the
+        round that saw them decline is complete and checkpointed by then."""
+        self._check_exhaustion()
         ids = [
             n
             for n in self.wait_for_nodes()
@@ -244,7 +247,6 @@ class RoundLoop:
         else:
             self.evaluated(state, server_round, state.current, self.server_metrics(state.current))
         entry["seconds"] = round(time.perf_counter() - started, 3)
-        self._check_exhaustion()
         return entry
 
     def _sort_replies(
