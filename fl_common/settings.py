@@ -49,7 +49,7 @@ class RunSettings:
     min_partition_size: int = 10
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
-    server_learning_rate: float = 0.01
+    server_learning_rate: float = 0.03
     trimmed_beta: float = 0.2
     krum_malicious: int = 0
     dp: bool = False
