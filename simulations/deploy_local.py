@@ -181,7 +181,9 @@ class LocalDeployment:
     """One SuperLink and ``silos`` SuperNodes under ``base``; use as a context manager.
 
     ``node_config`` adds node-config entries per silo index (e.g. ``{2: {"attack":
-    "nan"}}``). ``run_config`` holds defaults for every submitted run.
+    "nan"}}``). ``run_config`` holds defaults for every submitted run. ``database``
+    keeps the SuperLink's state in a SQLite file, so that a restarted SuperLink still
+    knows the registered silos; without it the state is in memory.
     """
 
     def __init__(
@@ -196,8 +198,10 @@ class LocalDeployment:
         node_config: dict[int, dict[str, Any]] | None = None,
         run_config: dict[str, Any] | None = None,
         isolation: str = "subprocess",
+        database: bool = True,
     ) -> None:
         self.base = Path(base).resolve()
+        self.database = database
         self.num_silos = silos
         self.dataset, self.partitioner, self.alpha, self.seed = dataset, partitioner, alpha, seed
         self.extra_node_config = node_config or {}
@@ -337,8 +341,7 @@ class LocalDeployment:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--database",
-            str(self.server_dir / "superlink.db"),
+            *(["--database", str(self.server_dir / "superlink.db")] if self.database else []),
             "--isolation",
             self.isolation,
             "--disable-runtime-dependency-installation",
@@ -372,23 +375,10 @@ class LocalDeployment:
 
     def start_node(self, silo: SiloNode, *, extra_args: list[str] | None = None) -> None:
         """Start (or restart) the silo's SuperNode with TLS and its authentication key."""
-        config = " ".join(f"{k}={toml_value(v)}" for k, v in silo.node_config.items())
-        cmd = [
-            str(BIN / "flower-supernode"),
-            "--superlink",
-            f"127.0.0.1:{self.port}",
-            "--root-certificates",
-            str(self.certs / "ca.crt"),
-            "--auth-supernode-private-key",
-            str(silo.auth_key),
-            "--port",
-            str(silo.port),
-            "--isolation",
-            self.isolation,
-            "--node-config",
-            config,
-            *(extra_args or []),
-        ]
+        cmd = self._supernode_command(silo.port, silo.node_config)
+        cmd += ["--root-certificates", str(self.certs / "ca.crt")]
+        cmd += ["--auth-supernode-private-key", str(silo.auth_key)]
+        cmd += ["--isolation", self.isolation, *(extra_args or [])]
         env = {
             "FLWR_HOME": str(silo.folder / "flwr-home"),
             "FEDSILO_HOME": str(silo.key_file.parent),
@@ -454,19 +444,8 @@ class LocalDeployment:
         """Start a SuperNode that may not be admitted (with silo 0's data) and let it try
         once. Returns its exit code (None if it was still running after ``timeout``
         seconds, then killed) and its output."""
-        silo = self.silos[0]
-        config = " ".join(f"{k}={toml_value(v)}" for k, v in silo.node_config.items())
-        cmd = [
-            str(BIN / "flower-supernode"),
-            "--superlink",
-            f"127.0.0.1:{self.port}",
-            "--port",
-            str(free_port()),
-            "--max-retries",
-            "1",
-            "--node-config",
-            config,
-        ]
+        cmd = self._supernode_command(free_port(), self.silos[0].node_config)
+        cmd += ["--max-retries", "1"]
         if insecure:
             cmd.append("--insecure")
         if root_certificates is not None:
@@ -484,6 +463,15 @@ class LocalDeployment:
             self._signal_role("intruder", signal.SIGKILL)
             proc.wait(timeout=10)
         return code, log.read_text(errors="replace")
+
+    def _supernode_command(self, port: int, node_config: dict[str, Any]) -> list[str]:
+        config = " ".join(f"{k}={toml_value(v)}" for k, v in node_config.items())
+        return [
+            str(BIN / "flower-supernode"),
+            *("--superlink", f"127.0.0.1:{self.port}"),
+            *("--port", str(port)),
+            *("--node-config", config),
+        ]
 
     def new_node_keys(self, name: str) -> tuple[Path, Path]:
         """A key pair the SuperLink does not know (for admission tests)."""

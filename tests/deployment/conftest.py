@@ -18,4 +18,5 @@ def shared_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         tmp_path_factory.mktemp("shared-federation"),
         silos=3,
         node_config={NAN: {"attack": "nan"}, SHAPE: {"attack": "shape"}},
+        database=False,  # never restarted: Flower's in-memory state is enough
     )
