@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "fl-server certs") ->
             made = make_all(args.out, hosts=args.host, nodes=args.node)
     except CertificateError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for name, pair in made.items():
         print(f"{name}: {pair.public}  (private: {pair.private}, mode 0600)")
     return 0

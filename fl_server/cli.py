@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -567,16 +568,26 @@ COMMANDS = [
             arg("--plot", metavar="FILE", help="where to write the curves (default in RUN_DIR)"),
         ],
     ),
-    # certs: certificate tooling for deployments lives in fl_server/certs.py and is
-    # registered here by its owner.
 ]
 
 
-main = make_main(
+_main = make_main(
     "fl-server",
-    "fedsilo server tools: keys, offline federation, evaluation, export, inspection.",
+    "fedsilo server tools: keys, offline federation, evaluation, export, inspection. "
+    "Deployment certificates: fl-server certs {ca,server,node,all} (see fl-server certs -h).",
     COMMANDS,
 )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fl-server``; ``fl-server certs ...`` is the certificate tool of fl_server.certs,
+    which has subcommands of its own."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["certs"]:
+        from .certs import main as certs_main
+
+        return certs_main(args[1:])
+    return _main(args)
 
 
 if __name__ == "__main__":

@@ -262,3 +262,14 @@ def test_preprocessing_in_a_model_file_round_trips_with_its_infinite_bounds(
     np.testing.assert_array_equal(back.transform(X), pre.transform(X))
     assert weights.tolist() == [2.0, 1.0]
     assert preprocessing_from({}) is None
+
+
+def test_certs_subcommand_makes_a_ca_server_certificate_and_node_keys(tmp_path: Path) -> None:
+    folder = tmp_path / "certs"
+    done = call("fl-server", "certs", "all", "--out", folder, "--node", "silo-a")
+    assert done.code == 0, done.err
+    for name in ("ca.crt", "ca.key", "server.crt", "server.key", "silo-a.key", "silo-a.pub"):
+        assert (folder / name).is_file(), name
+    assert (folder / "ca.key").stat().st_mode & 0o077 == 0
+    again = call("fl-server", "certs", "ca", "--out", folder)
+    assert again.code == 2 and "refusing to overwrite" in again.err
