@@ -32,9 +32,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -646,13 +646,6 @@ def _vmrss(pid: int) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def local_deployment(base: str | Path, **kwargs: Any) -> Iterator[LocalDeployment]:
-    """:class:`LocalDeployment` started, and stopped however the block ends."""
-    with LocalDeployment(base, **kwargs) as deployment:
-        yield deployment
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m simulations.deploy_local", description=__doc__.split("\n\n")[0]
@@ -673,10 +666,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="", help="folder for everything (default: a new one)")
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
-    import tempfile
-
     from flwr.common.config import parse_config_args
 
+    # SIGTERM (a service manager, `kill`) stops every process, as Ctrl-C does
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     base = Path(args.base or tempfile.mkdtemp(prefix="fedsilo-deploy-"))
     extra = parse_config_args([args.run_config]) if args.run_config else {}
     attacks = {int(a.split("=", 1)[0]): {"attack": a.split("=", 1)[1]} for a in args.attack}
