@@ -75,10 +75,8 @@ def make_ca(folder: str | Path, *, name: str = "fedsilo federation CA", days: in
         )
         .sign(key, hashes.SHA384())
     )
-    return Pair(
-        _write_public(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM)),
-        _write_private(folder / CA_KEY, _pem_private(key)),
-    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    return _write_pair(folder / CA_CERT, pem, folder / CA_KEY, key)
 
 
 def make_server_certificate(
@@ -114,10 +112,8 @@ def make_server_certificate(
         )
         .sign(ca_key, hashes.SHA384())
     )
-    return Pair(
-        _write_public(folder / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM)),
-        _write_private(folder / SERVER_KEY, _pem_private(key)),
-    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    return _write_pair(folder / SERVER_CERT, pem, folder / SERVER_KEY, key)
 
 
 def make_node_keys(folder: str | Path, name: str) -> Pair:
@@ -135,10 +131,8 @@ def make_node_keys(folder: str | Path, name: str) -> Pair:
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
-    return Pair(
-        _write_public(folder / f"{name}.pub", public + f" {name}\n".encode()),
-        _write_private(folder / f"{name}.key", private),
-    )
+    comment = f" {name}\n".encode()
+    return _write_pair(folder / f"{name}.pub", public + comment, folder / f"{name}.key", private)
 
 
 def make_all(
@@ -162,6 +156,17 @@ def _pem_private(key: ec.EllipticCurvePrivateKey) -> bytes:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+
+
+def _write_pair(
+    public: Path, public_data: bytes, private: Path, key: ec.EllipticCurvePrivateKey | bytes
+) -> Pair:
+    """Both files, or neither: an existing one stops before anything is written."""
+    for path in (public, private):
+        if path.exists():
+            raise CertificateError(f"refusing to overwrite {path}; choose another folder")
+    private_data = key if isinstance(key, bytes) else _pem_private(key)
+    return Pair(_write_public(public, public_data), _write_private(private, private_data))
 
 
 def _write_private(path: Path, data: bytes) -> Path:
@@ -227,7 +232,11 @@ def _san(host: str) -> x509.GeneralName:
 
 
 def build_parser(prog: str = "fl-server certs") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Certificates and keys for a deployed federation: the CA, the "
+        "SuperLink's TLS certificate, SuperNode authentication key pairs.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     ca = sub.add_parser("ca", help="make the federation's CA (ca.crt, ca.key)")
     ca.add_argument("--out", required=True, help="folder for ca.crt and ca.key")
