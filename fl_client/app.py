@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from core_training.config import TrainConfig
 from core_training.models import build_model
@@ -65,8 +66,7 @@ def train(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
     pre, weights = _preparation(msg, silo, config)
-    model = build_model(model_spec_for(silo.train, config))
-    model.load_state_dict(p.record_to_state(msg.content[p.ARRAYS]), strict=True)
+    model = _received_model(msg, silo, config)
     result = train_round(
         model,
         silo,
@@ -99,11 +99,17 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
     pre, _ = _preparation(msg, silo, config)
-    model = build_model(model_spec_for(silo.train, config))
-    model.load_state_dict(p.record_to_state(msg.content[p.ARRAYS]), strict=True)
+    model = _received_model(msg, silo, config)
     val = evaluate(model, pre.transform(silo.val.X), silo.val.y)
     metrics = MetricRecord({p.NUM_EXAMPLES: int(val["num_examples"]), **val_metrics(val)})
     return Message(content=RecordDict({p.METRICS: metrics}), reply_to=msg)
+
+
+def _received_model(msg: Message, silo: Silo, config: TrainConfig) -> nn.Module:
+    """The global model the server sent, rebuilt for this silo's schema."""
+    model = build_model(model_spec_for(silo.train, config))
+    model.load_state_dict(p.record_to_state(msg.content[p.ARRAYS]), strict=True)
+    return model
 
 
 def _preparation(

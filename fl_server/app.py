@@ -13,7 +13,6 @@ from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -38,6 +37,7 @@ from .modelfile import (
     preprocessing_metadata,
     save_model,
     serialized_size,
+    state_from_arrays,
 )
 from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
 from .state import (
@@ -205,7 +205,7 @@ class Federation:
     def _save_best(self, state: RunState) -> None:
         save_model(
             self.run_dir / BEST_MODEL_FILE,
-            _tensors(state.best),
+            state_from_arrays(state.best),
             key=self.key,
             spec=state.spec,
             schema=state.schema,
@@ -270,7 +270,7 @@ class Federation:
         from core_training.models import quantize_int8
 
         model = build_model(state.spec)
-        model.load_state_dict(_tensors(state.best))
+        model.load_state_dict(state_from_arrays(state.best))
         qmodel = quantize_int8(model)
         qstate = qmodel.state_dict()
         if self.settings.validation == "server":
@@ -303,10 +303,6 @@ class Federation:
             "fp32_accuracy": fp32,
             "int8_accuracy": int8,
         }
-
-
-def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
 
 
 def _server_key(settings: RunSettings) -> bytes:

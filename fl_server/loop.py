@@ -41,6 +41,7 @@ from fl_common import protocol as p
 from fl_common.settings import RunSettings
 
 from .aggregation import Update, aggregate, make_strategy, split_valid, strategy_state
+from .modelfile import state_from_arrays
 from .state import Arrays, RunState
 
 VAL_KEYS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
@@ -372,7 +373,7 @@ class RoundLoop:
 def load_arrays(spec: ModelSpec, arrays: Arrays, *, int8: bool = False) -> nn.Module:
     """A model of ``spec`` holding ``arrays`` (quantized to int8 when asked)."""
     model = build_model(spec)
-    model.load_state_dict(p.record_to_state(p.numpy_to_record(arrays)))
+    model.load_state_dict(state_from_arrays(arrays))
     return quantize_int8(model) if int8 else model
 
 

@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from core_training.models import ModelSpec
 from core_training.schema import Schema
 from privacy import store
 
 from .early_stopping import EarlyStopping
-from .modelfile import model_metadata
+from .modelfile import arrays_from_state, model_metadata, state_from_arrays
 
 CHECKPOINT_FILE = "checkpoint.bin"
 BEST_MODEL_FILE = "best-model.bin"
@@ -54,21 +53,13 @@ class RunState:
         return item
 
 
-def _tensors(arrays: Arrays) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
-
-
-def _arrays(tensors: dict[str, torch.Tensor]) -> Arrays:
-    return {k: v.numpy() for k, v in tensors.items()}
-
-
 def save_checkpoint(run_dir: Path, state: RunState, *, key: bytes, config: dict[str, Any]) -> Path:
     payload = {
         "round": state.round,
-        "state": _tensors(state.current),
-        "best_state": _tensors(state.best),
-        "prep": _tensors(state.prep),
-        "strategy_state": {k: _tensors(v) for k, v in state.strategy_state.items()},
+        "state": state_from_arrays(state.current),
+        "best_state": state_from_arrays(state.best),
+        "prep": state_from_arrays(state.prep),
+        "strategy_state": {k: state_from_arrays(v) for k, v in state.strategy_state.items()},
         "early_stopping": state.early_stopping.to_dict(),
         "history": state.history,
         "declined_silos": list(state.declined_silos),
@@ -92,13 +83,13 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[RunState, dict[str, Any]
     state = RunState(
         spec=ModelSpec.from_dict(meta["model_spec"]),
         schema=Schema.from_dict(meta["schema"], source=str(path)),
-        current=_arrays(payload["state"]),
-        best=_arrays(payload["best_state"]),
+        current=arrays_from_state(payload["state"]),
+        best=arrays_from_state(payload["best_state"]),
         early_stopping=EarlyStopping.from_dict(payload["early_stopping"]),
-        prep=_arrays(payload["prep"]),
+        prep=arrays_from_state(payload["prep"]),
         round=int(payload["round"]),
         history=list(payload["history"]),
-        strategy_state={k: _arrays(v) for k, v in payload["strategy_state"].items()},
+        strategy_state={k: arrays_from_state(v) for k, v in payload["strategy_state"].items()},
         declined_silos=list(payload["declined_silos"]),
         elapsed=float(payload["elapsed"]),
     )
