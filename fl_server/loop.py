@@ -131,7 +131,10 @@ class RoundLoop:
                 f"{len(self.other_schema_nodes)} use another schema; {len(ids)} remain, "
                 f"fewer than min-nodes ({self.settings.min_nodes})",
             )
-        size = max(self.settings.min_nodes, math.ceil(self.settings.fraction_train * len(ids)))
+        # rounded first, so that 0.07 of 100 nodes is 7, not 8 from 7.000000000000001
+        size = max(
+            self.settings.min_nodes, math.ceil(round(self.settings.fraction_train * len(ids), 9))
+        )
         rng = random.Random(self.config.seed * 1_000_003 + server_round)
         return sorted(rng.sample(ids, min(size, len(ids))))
 
