@@ -69,6 +69,9 @@ class Federation:
         self.key = _server_key(settings)
         self.run_dir = self._run_dir(run_id)
         self.loop = RoundLoop(grid, settings, config, on_best=self._save_best)
+        # Where this process's time went, in seconds: set-up (statistics, initial model,
+        # validation data), the rounds, and the end (final validation, export).
+        self.timing: dict[str, float] = {}
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -173,6 +176,8 @@ class Federation:
         stop_reason, detail = "completed", ""
         try:
             state = self._start()
+            rounds_started = time.perf_counter()
+            self.timing["setup_seconds"] = round(rounds_started - started, 3)
             elapsed0 = state.elapsed
             for server_round in range(state.round + 1, self.settings.num_server_rounds + 1):
                 entry = self.loop.train_round(state, server_round)
@@ -194,6 +199,8 @@ class Federation:
             if state is None:
                 raise
             self._checkpoint(state)
+        else:
+            self.timing["rounds_seconds"] = round(time.perf_counter() - rounds_started, 3)
         summary = self._finish(state, stop_reason, detail)
         log(INFO, "fedsilo run finished (%s); outputs in %s", stop_reason, self.run_dir)
         return summary
@@ -229,6 +236,7 @@ class Federation:
     # -- the end -----------------------------------------------------------------------
 
     def _finish(self, state: RunState, stop_reason: str, detail: str) -> dict[str, Any]:
+        finish_started = time.perf_counter()
         if self.settings.validation == "federated" and state.round > 0:
             last = state.entry(state.round)
             if last.get("val_loss") is None:
@@ -255,6 +263,10 @@ class Federation:
             "checkpoint": str(self.run_dir / CHECKPOINT_FILE),
             "export": export,
             "seconds": round(state.elapsed, 3),
+            "timing": {
+                **self.timing,
+                "finish_seconds": round(time.perf_counter() - finish_started, 3),
+            },
             "settings": self._config_dict(),
         }
         state.history.sort(key=lambda h: h["round"])
