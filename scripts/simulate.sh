@@ -11,6 +11,13 @@ bash scripts/setup.sh
 # Run in this environment: no per-run reinstall of the app's dependencies (offline-safe).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
+if [ ! -f "$FLWR_HOME/config.toml" ]; then
+    # The local SuperLink that flwr run starts keeps its state in memory: a simulation
+    # needs none of it afterwards (fedsilo's own checkpoints are in the run folder).
+    mkdir -p "$FLWR_HOME"
+    printf '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local-in-memory:"\n' \
+        >"$FLWR_HOME/config.toml"
+fi
 port="${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}"
 already_running=$(pgrep -f "flower-superlink.*--port $port" || true)
 stop_superlink() {

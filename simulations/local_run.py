@@ -40,6 +40,16 @@ def toml_value(value: Any) -> str:
     return repr(value)
 
 
+def write_flower_config(flwr_home: Path, *, in_memory: bool) -> Path:
+    """A Flower configuration whose default connection is the local SuperLink that
+    ``flwr run`` starts itself, with its state in memory or in a SQLite file."""
+    address = ":local-in-memory:" if in_memory else ":local:"
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{address}"\n')
+    return path
+
+
 @dataclass
 class FlwrRun:
     returncode: int
@@ -59,7 +69,11 @@ class FlwrRun:
 
 
 class LocalFlwr:
-    def __init__(self, base: Path) -> None:
+    """``in_memory``: the local SuperLink keeps its state in memory (Flower's
+    ``:local-in-memory:`` address) instead of a SQLite file; a simulation needs nothing
+    of it after the run, and every message skips a database write."""
+
+    def __init__(self, base: Path, *, in_memory: bool = True) -> None:
         self.base = base
         self.env = dict(os.environ)
         self.env.update(
@@ -75,6 +89,7 @@ class LocalFlwr:
         )
         self.env.pop("FEDSILO_KEY", None)
         self.env.pop("FEDSILO_PASSPHRASE", None)
+        write_flower_config(Path(self.env["FLWR_HOME"]), in_memory=in_memory)
 
     @property
     def artifacts(self) -> Path:
