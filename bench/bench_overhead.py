@@ -13,7 +13,9 @@ The same federation three ways, one after the other in one process tree:
 
 Synthetic data, 20 features, 2,000 training rows per client, 10 clients, an MLP
 (128, 64), 2 local epochs, 10 rounds (quick: 4 clients, 3 rounds). Both Flower runs use
-one simulated client per CPU at a time (Flower's default client resources).
+the same local SuperLink (state in memory) and one CPU per simulated client (Flower's
+default client resources). The full run also tries what Flower lets us tune: half a CPU
+and two CPUs per client, and a SuperLink keeping its state in SQLite.
 """
 
 from __future__ import annotations
@@ -49,12 +51,14 @@ def sequential(clients: int, rounds: int) -> dict[str, float]:
     torch.manual_seed(0)
     global_state = build_model(model_spec(FEATURES)).state_dict()
     config = train_config(EPOCHS, BATCH, 0)
+    # Data is made before the clock starts: the Flower clients cache theirs too.
+    data = [client_data(c, clients, ROWS, FEATURES, 0) for c in range(clients)]
     started = time.perf_counter()
     train = 0.0
     for _ in range(rounds):
         states, sizes = [], []
         for c in range(clients):
-            X, y = client_data(c, clients, ROWS, FEATURES, 0)
+            X, y = data[c]
             model = build_model(model_spec(FEATURES))
             model.load_state_dict(global_state)
             result = fit(model, X, y, config)
@@ -68,78 +72,133 @@ def sequential(clients: int, rounds: int) -> dict[str, float]:
     return {"seconds": round(time.perf_counter() - started, 3), "train_seconds": round(train, 3)}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
-    clients, rounds = (4, 3) if quick else (10, 10)
+def _fedsilo_config(clients: int, rounds: int, name: str) -> dict[str, Any]:
     # fedsilo holds out 20% on the server and 20% of each silo for validation: size the
     # table so that each client still trains on ROWS rows, like the other two arms.
-    fedsilo_rows = round(ROWS * clients / (0.8 * 0.8))
-    out: dict[str, Any] = {"clients": clients, "rounds": rounds, "rows_per_client": ROWS}
+    return {
+        "dataset": "synthetic",
+        "synthetic-rows": round(ROWS * clients / (0.8 * 0.8)),
+        "synthetic-features": FEATURES,
+        "num-server-rounds": rounds,
+        "local-epochs": EPOCHS,
+        "batch-size": BATCH,
+        "model": "mlp",
+        "class-weighting": "none",
+        "early-stopping-patience": 1000,
+        "run-name": name,
+    }
+
+
+def _warm_up(flwr: LocalFlwr) -> None:
+    """Start the SuperLink with a tiny run, so that no measured arm pays for it."""
+    run = flwr.run(
+        {"num-server-rounds": 1, "run-name": "warmup", "dataset": "wine", "model": "mlp"},
+        supernodes=2,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(run.output[-3000:])
+
+
+def _fedsilo(
+    flwr: LocalFlwr,
+    clients: int,
+    rounds: int,
+    name: str,
+    federation: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """(a), with the ServerApp's time split into its phases."""
+    a = flwr.run(
+        _fedsilo_config(clients, rounds, name),
+        supernodes=clients,
+        timeout=3600,
+        federation=federation,
+    )
+    if a.returncode != 0:
+        raise RuntimeError(a.output[-3000:])
+    timing = a.summary["timing"]
+    rounds_ = [h for h in a.history if h["round"] > 0]
+    server = timing["setup_seconds"] + timing["rounds_seconds"] + timing["finish_seconds"]
+    return {
+        "flwr_run_seconds": round(a.seconds, 2),
+        # set-up is the statistics query: the first message, so the Ray workers start
+        # and import torch in it; the rounds include checkpoints; the end is the export
+        "setup_seconds": timing["setup_seconds"],
+        "rounds_seconds": timing["rounds_seconds"],
+        "finish_seconds": timing["finish_seconds"],
+        "server_seconds": round(server, 3),
+        "outside_server_seconds": round(a.seconds - server, 2),
+        "train_seconds": round(sum(h.get("train_seconds", 0.0) for h in rounds_), 3),
+    }
+
+
+def _plain(flwr: LocalFlwr, clients: int, rounds: int) -> dict[str, Any]:
+    """(b). Flower's Strategy.start: its first round also starts the Ray workers."""
+    b = flwr.run(
+        {
+            "num-server-rounds": rounds,
+            "local-epochs": EPOCHS,
+            "batch-size": BATCH,
+            "rows-per-client": ROWS,
+            "features": FEATURES,
+        },
+        supernodes=clients,
+        timeout=3600,
+        app=BENCH / "plain_flower",
+    )
+    match = re.search(r"PLAIN-FLOWER-RESULT rounds=(\d+) rounds_seconds=([\d.]+)", b.output)
+    if b.returncode != 0 or not match:
+        raise RuntimeError(b.output[-3000:])
+    server = float(match.group(2))
+    return {
+        "flwr_run_seconds": round(b.seconds, 2),
+        "server_seconds": server,
+        "outside_server_seconds": round(b.seconds - server, 2),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    clients, rounds = (4, 3) if quick else (10, 10)
+    out: dict[str, Any] = {
+        "quick": quick,
+        "clients": clients,
+        "rounds": rounds,
+        "rows_per_client": ROWS,
+    }
+    tuning: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedsilo-overhead-") as tmp:
-        flwr = LocalFlwr(Path(tmp))
+        flwr = LocalFlwr(Path(tmp) / "in-memory")
         try:
-            # warm-up: start the SuperLink once so neither arm pays for it
-            flwr.run(
-                {
-                    "num-server-rounds": 1,
-                    "run-name": "warmup",
-                    "dataset": "wine",
-                    "model": "mlp",
-                    "local-epochs": 1,
-                },
-                supernodes=2,
-            )
-            a = flwr.run(
-                {
-                    "dataset": "synthetic",
-                    "synthetic-rows": fedsilo_rows,
-                    "synthetic-features": FEATURES,
-                    "num-server-rounds": rounds,
-                    "local-epochs": EPOCHS,
-                    "batch-size": BATCH,
-                    "model": "mlp",
-                    "class-weighting": "none",
-                    "early-stopping-patience": 1000,
-                    "run-name": "overhead",
-                },
-                supernodes=clients,
-                timeout=3600,
-            )
-            if a.returncode != 0:
-                raise RuntimeError(a.output[-3000:])
-            b = flwr.run(
-                {
-                    "num-server-rounds": rounds,
-                    "local-epochs": EPOCHS,
-                    "batch-size": BATCH,
-                    "rows-per-client": ROWS,
-                    "features": FEATURES,
-                },
-                supernodes=clients,
-                timeout=3600,
-                app=BENCH / "plain_flower",
-            )
-            if b.returncode != 0:
-                raise RuntimeError(b.output[-3000:])
+            _warm_up(flwr)
+            a = _fedsilo(flwr, clients, rounds, "overhead")
+            b = _plain(flwr, clients, rounds)
+            if not quick:
+                # What Flower lets us tune: how many simulated clients share the CPUs
+                # (default: one CPU each, so two train at once on two cores).
+                for cpus in (0.5, 2):
+                    tuning[f"client_cpus_{cpus:g}"] = _fedsilo(
+                        flwr,
+                        clients,
+                        rounds,
+                        f"cpus-{cpus:g}",
+                        federation={"client-resources-num-cpus": cpus},
+                    )
         finally:
             flwr.stop()
+        if not quick:
+            # And where the local SuperLink keeps its state: a SQLite file (the default
+            # of `flwr run`) against memory (what fedsilo's scripts use).
+            sqlite = LocalFlwr(Path(tmp) / "sqlite", in_memory=False)
+            try:
+                _warm_up(sqlite)
+                tuning["sqlite_superlink"] = _fedsilo(sqlite, clients, rounds, "sqlite")
+            finally:
+                sqlite.stop()
     c = sequential(clients, rounds)
-    history = a.history
-    fed_rounds = sum(h.get("seconds", 0.0) for h in history if h["round"] > 0)
-    fed_train = sum(h.get("train_seconds", 0.0) for h in history if h["round"] > 0)
-    match = re.search(r"PLAIN-FLOWER-RESULT rounds=(\d+) rounds_seconds=([\d.]+)", b.output)
-    plain_rounds = float(match.group(2)) if match else float("nan")
-    out["fedsilo"] = {
-        "flwr_run_seconds": round(a.seconds, 2),
-        "rounds_seconds": round(fed_rounds, 3),
-        "server_seconds": a.summary["seconds"],
-        "train_seconds": round(fed_train, 3),
-    }
-    out["plain_flower"] = {"flwr_run_seconds": round(b.seconds, 2), "rounds_seconds": plain_rounds}
-    out["sequential"] = c
-    out["rounds_a_over_b"] = round(fed_rounds / plain_rounds, 3)
-    out["flwr_run_a_over_b"] = round(a.seconds / b.seconds, 3)
-    out["rounds_a_over_c"] = round(fed_rounds / c["seconds"], 3)
-    out["flwr_run_a_over_c"] = round(a.seconds / c["seconds"], 3)
+    out.update(fedsilo=a, plain_flower=b, sequential=c, tuning=tuning)
+    out["flwr_run_a_over_b"] = round(a["flwr_run_seconds"] / b["flwr_run_seconds"], 3)
+    out["server_a_over_b"] = round(a["server_seconds"] / b["server_seconds"], 3)
+    out["rounds_a_over_c"] = round(a["rounds_seconds"] / c["seconds"], 3)
+    out["flwr_run_a_over_c"] = round(a["flwr_run_seconds"] / c["seconds"], 3)
     return out
 
 

@@ -321,20 +321,22 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
     """Both benchmarks; ``quick`` shrinks sizes about tenfold. ``threads`` is torch's
     intra-op thread count for the epochs: 1 by default, because on a small shared machine
     idle OpenMP threads spinning against other processes swamp the numbers being compared."""
+    sizes = (10,) if quick else (10, 100)
+    storages = []
+    for size in sizes:
+        storage = bench_storage(size_mb=size, repeats=3 if size >= 100 or quick else 7)
+        storage["memory"] = storage_memory(size_mb=size)
+        storages.append(storage)
     if quick:
-        storage = bench_storage(size_mb=10, repeats=3)
-        storage["memory"] = storage_memory(size_mb=10)
         epoch = bench_epoch(rows=4_000, features=20, batch_size=256, repeats=2, threads=threads)
     else:
-        storage = bench_storage(size_mb=100, repeats=3)
-        storage["memory"] = storage_memory(size_mb=100)
         epoch = bench_epoch(rows=20_000, features=20, batch_size=256, repeats=3, threads=threads)
     return {
         "bench": "privacy",
         "quick": quick,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
-        "storage": storage,
+        "storages": storages,
         "dp_epoch": epoch,
     }
 

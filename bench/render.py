@@ -13,6 +13,12 @@ def _f(x: Any, spec: str = ".2f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _command(suite: str, r: dict[str, Any]) -> str:
+    quick = " --quick" if r.get("quick") else ""
+    when = f" (measured {r['when']})" if r.get("when") else ""
+    return f"`python bench/run.py --only {suite}{quick}`{when}"
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     out = [
         "# Benchmarks",
@@ -24,7 +30,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Last run: {r.get('when', '?')} on {r.get('machine', '?')}, "
         f"command `{r.get('command', '?')}`"
         + (" (quick mode: small sizes)" if r.get("quick") else "")
-        + ". Raw numbers: `bench/results.json`.",
+        + ". Raw numbers: `bench/results.json`. A run of some suites (`--only`) keeps the"
+        " others' last results; each section names when it was measured.",
         "",
     ]
     if "privacy" in r:
@@ -35,6 +42,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         out += _federation(r["federation"])
     if "overhead" in r:
         out += _overhead(r["overhead"])
+    if "scale" in r:
+        out += _scale(r["scale"])
     if "deployment" in r:
         out += _deployment(r["deployment"])
     if "robustness" in r:
@@ -51,36 +60,21 @@ def render_markdown(r: dict[str, Any]) -> str:
 
 
 def _privacy(p: dict[str, Any]) -> list[str]:
-    s, e = p["storage"], p["dp_epoch"]
+    e = p["dp_epoch"]
+    storages = p.get("storages") or [p["storage"]]
     lines = [
         "## Privacy: encryption at rest and DP-SGD",
         "",
-        "`python bench/bench_privacy.py" + (" --quick" if p.get("quick") else "") + "`",
+        _command("privacy", p),
         "",
-        f"Encrypted `store.save_state`/`load_state` (AES-256-GCM, chunked, atomic with fsync)"
-        f" against plain `torch.save`/`torch.load` of the same {s['state_dict_mb']} MB state"
-        " dict; medians of interleaved repeats. `torch.save + fsync` is a plain save made"
-        " as durable as ours (temp file, fsync, rename): the part of our cost that is not"
-        " encryption.",
-        "",
-        "| operation | seconds | MB/s | ratio to torch |",
-        "| --- | --- | --- | --- |",
+        "Encrypted `store.save_state`/`load_state` (AES-256-GCM, chunked, atomic with fsync)"
+        " against plain `torch.save`/`torch.load` of the same state dict; medians of"
+        " interleaved repeats. `torch.save + fsync` is a plain save made as durable as ours"
+        " (temp file, fsync, rename): the part of our cost that is not encryption.",
     ]
-    secs, mbs = s["seconds"], s["mb_per_s"]
-    for arm in secs:
-        ratio = "1.00"
-        if arm.startswith("save_state"):
-            backend = arm[arm.index("[") + 1 : -1]
-            ratio = (
-                f"{s[f'save_ratio[{backend}]']:.2f} (vs durable save: "
-                f"{s[f'save_ratio_vs_atomic[{backend}]']:.2f})"
-            )
-        elif arm.startswith("load_state"):
-            backend = arm[arm.index("[") + 1 : -1]
-            ratio = f"{s[f'load_ratio[{backend}]']:.2f}"
-        elif arm == "torch_save_atomic":
-            ratio = f"{secs[arm] / secs['torch_save']:.2f}"
-        lines.append(f"| {arm} | {secs[arm]:.3f} | {mbs[arm]:.0f} | {ratio} |")
+    for s in storages:
+        lines += _storage(s)
+    s = storages[-1]
     lines += [
         "",
         f"Default AES backend: `{s['default_backend']}` (OpenSSL through `cryptography`;"
@@ -116,14 +110,40 @@ def _privacy(p: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _storage(s: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"{s['state_dict_mb']} MB state dict:",
+        "",
+        "| operation | seconds | MB/s | ratio to torch |",
+        "| --- | --- | --- | --- |",
+    ]
+    secs, mbs = s["seconds"], s["mb_per_s"]
+    for arm in secs:
+        ratio = "1.00"
+        if arm.startswith("save_state"):
+            backend = arm[arm.index("[") + 1 : -1]
+            ratio = (
+                f"**{s[f'save_ratio[{backend}]']:.2f}** (vs durable save: "
+                f"{s[f'save_ratio_vs_atomic[{backend}]']:.2f})"
+            )
+        elif arm.startswith("load_state"):
+            backend = arm[arm.index("[") + 1 : -1]
+            ratio = f"{s[f'load_ratio[{backend}]']:.2f}"
+        elif arm == "torch_save_atomic":
+            ratio = f"{secs[arm] / secs['torch_save']:.2f}"
+        lines.append(f"| {arm} | {secs[arm]:.3f} | {mbs[arm]:.0f} | {ratio} |")
+    return lines
+
+
 def _federation(f: dict[str, Any]) -> list[str]:
     c = f["centralized"]
     lines = [
-        "## Federated against centralized accuracy (digits)",
+        "## Federated against centralized accuracy",
         "",
-        "`python bench/bench_federation.py" + (" --quick" if f.get("quick") else "") + "`",
+        _command("federation", f),
         "",
-        f"Real `flwr run .` simulations with {f['clients']} silos; every model is scored on"
+        f"Digits: real `flwr run .` simulations with {f['clients']} silos; every model is scored on"
         " the same held-out 25% split (stratified, seed 0). The centralized baseline trains"
         f" the same model ({c['model']}) with the same trainer on the pooled rest for"
         f" {c['epochs']} epochs.",
@@ -134,27 +154,31 @@ def _federation(f: dict[str, Any]) -> list[str]:
         f"| centralized | {_pct(c['accuracy'])} | {_pct(c['balanced_accuracy'])} |"
         f" {_pct(c['macro_f1'])} | 0 | - |",
     ]
-    names = {
-        "iid_fedavg": "IID, FedAvg",
-        "dirichlet0.3_fedavg": "Dirichlet 0.3, FedAvg",
-        "dirichlet0.3_fedprox": "Dirichlet 0.3, FedProx",
-        "dirichlet0.3_fedadam": "Dirichlet 0.3, FedAdam (server lr 0.01)",
-        "dirichlet0.3_fedadam_eta0.03": "Dirichlet 0.3, FedAdam (server lr 0.03)",
+    parts = {"iid": "IID", "dirichlet0.3": "Dirichlet 0.3", "dirichlet0.1": "Dirichlet 0.1"}
+    arms = {
+        "fedavg": "FedAvg",
+        "fedprox": "FedProx (mu 0.01)",
+        "fedadam": "FedAdam (server lr 0.03)",
+        "fedadam_eta0.01": "FedAdam (server lr 0.01)",
+        "fedadam_eta0.03": "FedAdam (server lr 0.03)",
     }
-    for key, label in names.items():
-        if key in f:
-            v = f[key]
+    for part, part_label in parts.items():
+        for arm, arm_label in arms.items():
+            v = f.get(f"{part}_{arm}")
+            if v is None:
+                continue
             lines.append(
-                f"| {label} | {_pct(v['accuracy'])} | {_pct(v['balanced_accuracy'])} |"
-                f" {_pct(v['macro_f1'])} | {_f(v['points_below_centralized'])} |"
-                f" {v['rounds_completed']} ({v['best_round']}) |"
+                f"| {part_label}, {arm_label} | {_pct(v['accuracy'])} |"
+                f" {_pct(v['balanced_accuracy'])} | {_pct(v['macro_f1'])} |"
+                f" {_f(v['points_below_centralized'])} | {v['rounds_completed']}"
+                f" ({v['best_round']}) |"
             )
+    lines += ["", "Target: IID within 1.5 points of centralized.", ""]
+    if "synthetic_dp" in f:
+        lines += _synthetic_dp(f["synthetic_dp"])
     t = f.get("timing_10_rounds")
     if t:
         lines += [
-            "",
-            "Target: IID within 1.5 points of centralized.",
-            "",
             f"### Where a {t['rounds_completed']}-round, {t['clients']}-client simulation's"
             " time goes",
             "",
@@ -174,11 +198,36 @@ def _federation(f: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _synthetic_dp(d: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Synthetic data with and without DP ({d['rows']:,} rows, {d['clients']} silos)",
+        "",
+        f"`make_classification` rows (20 features, 2 classes) split IID over {d['clients']}"
+        f" silos; MLP (128, 64), {d['rounds']} rounds of 1 local epoch, batch 64; scored on"
+        " the same held-out 25%. DP arms: Opacus DP-SGD in every silo, noise chosen so that"
+        f" all rounds compose to the target epsilon at delta {d['delta']:g} (Poisson"
+        " sampling, clipping norm 1.0). The centralized baseline trains the same MLP on the"
+        f" pooled rows: {_pct(d['centralized_accuracy'])}.",
+        "",
+        "| setting | accuracy | points below no-DP | epsilon spent (max over silos) |",
+        "| --- | --- | --- | --- |",
+        f"| federated, no DP | {_pct(d['no_dp']['accuracy'])} | 0 | - |",
+    ]
+    for key in sorted(k for k in d if k.startswith("dp_eps")):
+        v = d[key]
+        lines.append(
+            f"| federated, DP epsilon {key[6:]} | {_pct(v['accuracy'])} |"
+            f" **{_f(v['points_below_no_dp'])}** | {_f(v['epsilon_max'])} |"
+        )
+    lines += ["", "Target: DP at epsilon 8 within 3 points of no DP.", ""]
+    return lines
+
+
 def _export(x: dict[str, Any]) -> list[str]:
     lines = [
         "## int8 export against fp32",
         "",
-        "`python bench/bench_export.py" + (" --quick" if x.get("quick") else "") + "`",
+        _command("export", x),
         "",
         "Dynamic int8 quantization of the linear layers (the server's export), same model,"
         " same held-out 25% split; CPU latency of one forward pass, median of interleaved"
@@ -211,25 +260,124 @@ def _overhead(o: dict[str, Any]) -> list[str]:
     return [
         "## Framework overhead: fedsilo against plain Flower and no Flower",
         "",
-        "`python bench/bench_overhead.py" + (" --quick" if o.get("quick") else "") + "`",
+        _command("overhead", o),
         "",
         f"The same federation ({o['clients']} clients, synthetic data, 20 features,"
         f" {o['rows_per_client']} training rows per client, MLP (128, 64), 2 local epochs,"
         f" {o['rounds']} rounds) run (a) by fedsilo via `flwr run .`, (b) by a plain Flower"
         " FedAvg app (`bench/plain_flower`, Flower's `Strategy.start`) with the same trainer,"
-        " (c) sequentially in one process without Flower.",
+        " (c) sequentially in one process without Flower. (a) and (b) run on the same"
+        " local SuperLink, started before either; both use Flower's default client"
+        " resources (one CPU per simulated client, so two train at once here).",
         "",
-        "| | (a) fedsilo | (b) plain Flower | (c) no Flower | (a)/(b) | (a)/(c) |",
+        "| | (a) fedsilo | (b) plain Flower | (c) no Flower |",
+        "| --- | --- | --- | --- |",
+        f"| whole `flwr run` command | {a['flwr_run_seconds']:.1f} |"
+        f" {b['flwr_run_seconds']:.1f} | - |",
+        f"| outside the ServerApp's main (CLI, app bundle, SuperExec, process start,"
+        f" imports, Ray shutdown) | {a['outside_server_seconds']:.1f} |"
+        f" {b['outside_server_seconds']:.1f} | - |",
+        f"| ServerApp main | {a['server_seconds']:.1f} | {b['server_seconds']:.1f} | - |",
+        f"| of which set-up (statistics query; Ray workers start) | {a['setup_seconds']:.1f}"
+        " | (in round 1) | - |",
+        f"| of which rounds | {a['rounds_seconds']:.1f} | - | {c['seconds']:.1f} |",
+        f"| of which end (export) | {a['finish_seconds']:.1f} | - | - |",
+        f"| local training inside the rounds (summed) | {a['train_seconds']:.1f} | - |"
+        f" {c['train_seconds']:.1f} |",
+        "",
+        "| ratio | value | target |",
+        "| --- | --- | --- |",
+        f"| (a)/(b), whole `flwr run` | **{o['flwr_run_a_over_b']:.2f}** | 1.10 |",
+        f"| (a)/(b), ServerApp main | {o['server_a_over_b']:.2f} | |",
+        f"| (a)/(c), rounds against sequential training | **{o['rounds_a_over_c']:.2f}** | 1.5 |",
+        f"| (a)/(c), whole `flwr run` against sequential training |"
+        f" {o['flwr_run_a_over_c']:.2f} | |",
+        "",
+        *_tuning(o),
+    ]
+
+
+def _tuning(o: dict[str, Any]) -> list[str]:
+    tuning = o.get("tuning") or {}
+    if not tuning:
+        return []
+    labels = {
+        "client_cpus_0.5": "half a CPU per simulated client (4 at once)",
+        "client_cpus_2": "two CPUs per simulated client (1 at once)",
+        "sqlite_superlink": "SuperLink state in SQLite (`flwr run`'s default)",
+    }
+    a = o["fedsilo"]
+    lines = [
+        "What Flower lets us tune, each tried on (a):",
+        "",
+        "| setting | whole `flwr run` | rounds | relative to the chosen setting (rounds) |",
+        "| --- | --- | --- | --- |",
+        f"| chosen: one CPU per client, state in memory | {a['flwr_run_seconds']:.1f} |"
+        f" {a['rounds_seconds']:.1f} | 1.00 |",
+    ]
+    for key, v in tuning.items():
+        lines.append(
+            f"| {labels.get(key, key)} | {v['flwr_run_seconds']:.1f} | {v['rounds_seconds']:.1f}"
+            f" | {v['rounds_seconds'] / a['rounds_seconds']:.2f} |"
+        )
+    return [*lines, ""]
+
+
+def _scale(g: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Growth: more clients, more rows",
+        "",
+        _command("scale", g),
+        "",
+        f"Real `flwr run .` simulations, synthetic data with {g['features']} features, MLP"
+        f" (128, 64), 1 local epoch. Clients: {g['sampled']} sampled per round out of N, 500"
+        " training rows each, server validation held at 2,000 rows. Per-round seconds are"
+        " the mean over the rounds after the first. Memory: peak of the summed resident"
+        " memory of the SuperLink and every process under it (ServerApp, Ray, its workers);"
+        " summing counts shared library pages once per process, so it overstates.",
+        "",
+        "| clients (N) | sampled | seconds per round | training in it (summed) |"
+        " set-up seconds (statistics from all N) | peak memory (MiB) |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| round loop seconds | {a['rounds_seconds']:.1f} | {b['rounds_seconds']:.1f} |"
-        f" {c['seconds']:.1f} | **{o['rounds_a_over_b']:.2f}** |"
-        f" **{o['rounds_a_over_c']:.2f}** |",
-        f"| whole `flwr run` seconds | {a['flwr_run_seconds']:.1f} | {b['flwr_run_seconds']:.1f}"
-        f" | - | {o['flwr_run_a_over_b']:.2f} | {o['flwr_run_a_over_c']:.2f} |",
+    ]
+    for n, v in g["clients"].items():
+        lines.append(
+            f"| {n} | {v['sampled_per_round']} | {v['round_seconds']:.2f} |"
+            f" {v['train_seconds_per_round']:.2f} | {v['setup_seconds']:.1f} |"
+            f" {v['peak_rss_mib']:.0f} |"
+        )
+    lines += [
         "",
-        "Targets: (a)/(b) at most 1.10, (a)/(c) at most 1.5.",
+        f"Per-round time from the smallest to the largest federation:"
+        f" **{g['round_seconds_growth']:.2f}x** (target at most 1.5); peak memory"
+        f" {g['peak_rss_mib_max'] / 1024:.2f} GiB (target at most 8 GB).",
         "",
     ]
+    plain = g.get("plain_flower")
+    if plain:
+        sizes = list(plain)
+        lines += [
+            "The plain Flower app (same sampling, same trainer, no fedsilo) over the same"
+            " growth: seconds per round "
+            + ", ".join(f"{plain[n]['round_seconds']:.2f} at N = {n}" for n in sizes)
+            + f", so **{g['plain_round_seconds_growth']:.2f}x**.",
+            "",
+        ]
+    lines += [
+        "| training rows per client | seconds per round | training in it (summed) |",
+        "| --- | --- | --- |",
+    ]
+    for r, v in g["rows"].items():
+        lines.append(
+            f"| {int(r):,} | {v['round_seconds']:.2f} | {v['train_seconds_per_round']:.2f} |"
+        )
+    lines += [
+        "",
+        f"{g['rows_growth']:.0f}x the rows: round time {g['round_seconds_rows_growth']:.1f}x,"
+        f" training time {g['train_seconds_rows_growth']:.1f}x (10 clients, all sampled).",
+        "",
+    ]
+    return lines
 
 
 def _deployment(d: dict[str, Any]) -> list[str]:

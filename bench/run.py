@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-SUITES = ("privacy", "export", "federation", "overhead")
+SUITES = ("privacy", "export", "federation", "overhead", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         results[name] = module.run(quick=args.quick)
         results[name]["suite_seconds"] = round(time.perf_counter() - started, 1)
+        results[name]["when"] = datetime.now(UTC).isoformat(timespec="seconds")
     # Keep the results of suites not run this time, so a partial run does not erase them.
     merged = {**previous, **results}
     Path(args.json).write_text(json.dumps(merged, indent=2) + "\n")

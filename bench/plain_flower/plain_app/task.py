@@ -12,16 +12,21 @@ from core_training.models import ModelSpec
 from core_training.preprocess import Preprocessor, compute_stats
 
 
-@lru_cache(maxsize=2)
 def client_data(
     partition: int, partitions: int, rows_per_client: int, features: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Client ``partition``'s rows of one synthetic table, standardized."""
-    table = synthetic(rows=rows_per_client * partitions, features=features, seed=seed)
-    pre = Preprocessor.fit(compute_stats(table.X, table.y, 2))
-    X = pre.transform(table.X)
+    X, y = _table(rows_per_client * partitions, features, seed)
     part = slice(partition * rows_per_client, (partition + 1) * rows_per_client)
-    return X[part], table.y[part]
+    return X[part], y[part]
+
+
+@lru_cache(maxsize=2)
+def _table(rows: int, features: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole table, made once per process: a worker serves many clients."""
+    table = synthetic(rows=rows, features=features, seed=seed)
+    pre = Preprocessor.fit(compute_stats(table.X, table.y, 2))
+    return pre.transform(table.X), table.y
 
 
 def train_config(local_epochs: int, batch_size: int, seed: int) -> TrainConfig:
