@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .metrics import balanced_accuracy, macro_f1
 from .schema import Schema
 
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -73,12 +74,10 @@ def permutation_importance(
 
 
 def _scorer(name: str) -> Callable[[np.ndarray, np.ndarray], float]:
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
     if name == "accuracy":
         return lambda y, pred: float((y == pred).mean())
     if name == "balanced_accuracy":
-        return lambda y, pred: float(balanced_accuracy_score(y, pred))
+        return balanced_accuracy
     if name == "macro_f1":
-        return lambda y, pred: float(f1_score(y, pred, average="macro", zero_division=0))
+        return macro_f1
     raise ValueError(f"scoring must be one of {', '.join(SCORES)}, got {name!r}")

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import TrainConfig
+from .metrics import balanced_accuracy, macro_f1, per_class_recall
 
 # privatize(model, optimizer, loader, criterion) -> (model, optimizer, loader, criterion)
 Privatize = Callable[
@@ -234,11 +234,9 @@ def evaluate(
     return {
         "loss": float(-np.log(picked).mean()),
         "accuracy": float((pred == y).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-        "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
-        "per_class_recall": [
-            float(r) for r in recall_score(y, pred, labels=labels, average=None, zero_division=0)
-        ],
+        "balanced_accuracy": balanced_accuracy(y, pred),
+        "macro_f1": macro_f1(y, pred, labels=present),
+        "per_class_recall": [float(r) for r in per_class_recall(y, pred, labels)],
         "num_examples": len(y),
     }
 
