@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
+from ._split import train_test_indices
 from .config import TrainConfig
 from .data import Table
 from .models import ModelSpec
@@ -45,9 +45,7 @@ def split(table: Table, *, test_fraction: float, seed: int) -> tuple[Table, Tabl
     n_test = max(1, round(len(idx) * test_fraction))
     if stratify is not None and n_test < np.count_nonzero(counts):
         stratify = None
-    train_idx, test_idx = train_test_split(
-        idx, test_size=n_test, random_state=seed, stratify=stratify
-    )
+    train_idx, test_idx = train_test_indices(len(idx), n_test, seed=seed, stratify=stratify)
     return table.subset(np.sort(train_idx)), table.subset(np.sort(test_idx))
 
 
