@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils import resample
 
 
 def class_weights(counts: np.ndarray | list[float], mode: str = "balanced") -> np.ndarray:
@@ -36,6 +35,8 @@ def resample_classes(
     (without). Rows come back shuffled, deterministically for a seed."""
     if mode not in ("over", "under"):
         raise ValueError(f"resampling mode must be 'over' or 'under', got {mode!r}")
+    from sklearn.utils import resample  # only here: sklearn costs ~2 s to import
+
     classes, counts = np.unique(y, return_counts=True)
     target = counts.max() if mode == "over" else counts.min()
     rng = np.random.RandomState(seed)

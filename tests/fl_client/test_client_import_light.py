@@ -1,0 +1,30 @@
+"""Flower starts a ClientApp process per message, so what the apps import at module level
+is paid every round: scikit-learn and scipy (about two seconds), Opacus (only for DP)
+and matplotlib (only for plots) must stay out of it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("sklearn", "scipy", "opacus", "matplotlib")
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["fl_client.app", "fl_server.app", "core_training.trainer", "core_training.pipeline"],
+)
+def test_importing_leaves_out_sklearn_scipy_opacus_and_matplotlib(module: str) -> None:
+    code = (
+        f"import sys, {module}\n"
+        f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
