@@ -14,8 +14,8 @@ Every run is a real ``flwr run .`` (Ray simulation) on a private local SuperLink
     (torch's libraries) once per process, so it overstates the true footprint.
     The plain Flower app (``bench/plain_flower``) runs at the smallest and largest N
     too, so the growth that is Flower's own shows apart from ours.
-(b) rows: 10 clients, all sampled, holding 1,000, 10,000 and 100,000 training rows
-    each; per-round seconds against the local training time inside them.
+(b) rows: 4 clients, all sampled, holding 1,000, 10,000 and 100,000 training rows
+    each, 2 rounds; seconds of the second round against the local training inside it.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from simulations.local_run import LocalFlwr, _children  # noqa: E402
 
 FEATURES = 20
 SAMPLED = 10
+ROW_CLIENTS = 4  # clients in the rows series, all sampled every round
 SERVER_VAL_ROWS = 2000
 LOCAL_VAL = 0.2  # fedsilo's default local-val-fraction
 
@@ -106,6 +107,7 @@ def _simulate(
         "class-weighting": "none",
         "early-stopping-patience": 1000,
         "export-int8": False,
+        "round-timeout": 3600.0,
     }
     with _PeakRSS(flwr) as rss:
         run = flwr.run(config, supernodes=clients, timeout=3600)
@@ -173,7 +175,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             }
             plain = {str(n): _plain(flwr, n, 500, rounds) for n in (counts[0], counts[-1])}
             rows = {
-                str(r): _simulate(flwr, f"rows-{r}", 10, r, 2 if quick else 3, 10)
+                str(r): _simulate(flwr, f"rows-{r}", ROW_CLIENTS, r, 2, ROW_CLIENTS)
                 for r in row_sizes
             }
         finally:

@@ -374,7 +374,7 @@ def _scale(g: dict[str, Any]) -> list[str]:
     lines += [
         "",
         f"{g['rows_growth']:.0f}x the rows: round time {g['round_seconds_rows_growth']:.1f}x,"
-        f" training time {g['train_seconds_rows_growth']:.1f}x (10 clients, all sampled).",
+        f" training time {g['train_seconds_rows_growth']:.1f}x (4 clients, all sampled).",
         "",
     ]
     return lines

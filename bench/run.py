@@ -45,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": f"{platform.machine()}, {_cpus()} CPU(s), Python {platform.python_version()}",
-        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/run.py"
+        + (" --quick" if args.quick else "")
+        + (f" --only {','.join(chosen)}" if tuple(chosen) != SUITES else ""),
     }
-    previous = _load(Path(args.json))
+    merged = _load(Path(args.json))
     for name in chosen:
         module = importlib.import_module(f"bench_{name}")
         started = time.perf_counter()
@@ -55,12 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = module.run(quick=args.quick)
         results[name]["suite_seconds"] = round(time.perf_counter() - started, 1)
         results[name]["when"] = datetime.now(UTC).isoformat(timespec="seconds")
-    # Keep the results of suites not run this time, so a partial run does not erase them.
-    merged = {**previous, **results}
-    Path(args.json).write_text(json.dumps(merged, indent=2) + "\n")
-    Path(args.out).write_text(render(merged))
+        # Written after every suite, so a failure later keeps what was measured. The
+        # results of suites not run this time are kept, so a partial run erases nothing.
+        merged = {**merged, **results}
+        _write(Path(args.json), json.dumps(merged, indent=2) + "\n")
+        _write(Path(args.out), render(merged))
     print(f"[bench] wrote {args.out} and {args.json}", file=sys.stderr)
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _cpus() -> int:
