@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table
 from core_training.pipeline import deduplicate, split
@@ -63,14 +65,7 @@ def _simulated_silo_cached(
 ) -> Silo:
     settings = RunSettings(**dict(key))
     pool, _ = pooled_split(settings, seed)
-    parts = partition(
-        pool.y,
-        num_partitions=n,
-        method=settings.partitioner,
-        alpha=settings.dirichlet_alpha,
-        min_size=settings.min_partition_size,
-        seed=seed,
-    )
+    parts = _partitions(n, key, seed)
     return _local_split(
         pool.subset(parts[pid]),
         silo_id=_silo_id(settings.dataset, settings.partitioner, n, seed, pid),
@@ -78,6 +73,22 @@ def _simulated_silo_cached(
         seed=seed + pid,
         drop_duplicates=drop_duplicates,
         ledger_path=None,
+    )
+
+
+@lru_cache(maxsize=4)
+def _partitions(n: int, key: tuple[Any, ...], seed: int) -> list[np.ndarray]:
+    """Every node's row indices, computed once per process: with many more nodes than
+    the silo cache holds, each new node would otherwise partition the whole pool again."""
+    settings = RunSettings(**dict(key))
+    pool, _ = pooled_split(settings, seed)
+    return partition(
+        pool.y,
+        num_partitions=n,
+        method=settings.partitioner,
+        alpha=settings.dirichlet_alpha,
+        min_size=settings.min_partition_size,
+        seed=seed,
     )
 
 
