@@ -302,7 +302,6 @@ def _tuning(o: dict[str, Any]) -> list[str]:
     if not tuning:
         return []
     labels = {
-        "client_cpus_0.5": "half a CPU per simulated client (4 at once)",
         "client_cpus_2": "two CPUs per simulated client (1 at once)",
         "sqlite_superlink": "SuperLink state in SQLite (`flwr run`'s default)",
     }
