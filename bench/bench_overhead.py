@@ -168,7 +168,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="fedsilo-overhead-") as tmp:
         flwr = LocalFlwr(Path(tmp) / "in-memory")
         try:
-            _warm_up(flwr)
+            if not quick:
+                _warm_up(flwr)
             a = _fedsilo(flwr, clients, rounds, "overhead")
             b = _plain(flwr, clients, rounds)
             if not quick:

@@ -5,7 +5,7 @@
 Trains the same MLP (large enough for the GPU to matter) for one epoch on the CPU, on
 CUDA with AMP off, and on CUDA with AMP on, through ``core_training.trainer.fit`` with
 ``device="auto"``, and checks that the trainer picked CUDA and used AMP when asked.
-Made to run in one call on a lent GPU machine; on a machine without CUDA it reports that
+Made to run as one short call on a GPU machine; on a machine without CUDA it reports that
 and exits 0 after the CPU arm.
 """
 

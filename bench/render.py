@@ -48,12 +48,23 @@ def render_markdown(r: dict[str, Any]) -> str:
         out += _deployment(r["deployment"])
     if "robustness" in r:
         out += _robustness(r["robustness"])
+    if "deployment" not in r or "robustness" not in r:
+        out += [
+            "## Deployment load and robustness",
+            "",
+            "Real SuperLink and SuperNode processes on loopback, outside this suite (they"
+            " take long): `python bench/bench_deployment.py` (load) and"
+            " `python bench/bench_deployment.py --robustness`. Their last figures are in"
+            " [docs/deployment.md](docs/deployment.md).",
+            "",
+        ]
     out += [
         "## GPU",
         "",
-        "No GPU machine was lent to the session that produced these numbers; the device",
-        "check is prepared in `bench/gpu_check.py` (one call: trainer epoch on CUDA with and",
-        "without AMP against the CPU) for a session that has one.",
+        "No GPU was available where these numbers were produced. The GPU check is ready:"
+        " `python bench/gpu_check.py` times one local epoch of the shared trainer on a model"
+        " large enough to matter, on CUDA with AMP on and off, against the CPU, and checks"
+        " that the trainer picked CUDA and ran autocast.",
         "",
     ]
     return "\n".join(out)
