@@ -138,6 +138,26 @@ class RoundLoop:
         rng = random.Random(self.config.seed * 1_000_003 + server_round)
         return sorted(rng.sample(ids, min(size, len(ids))))
 
+    def exchange(self, messages: list[Message]) -> list[Message]:
+        """Send ``messages``; the replies that arrive within round-timeout. Flower's
+        ``Grid.send_and_receive`` pulls every 3 s from a deployed SuperLink, so a round
+        would end up to 3 s after its last reply: this pulls soon after sending and
+        backs off to once a second."""
+        pending = set(self.grid.push_messages(messages))
+        deadline = time.monotonic() + self.settings.round_timeout
+        replies: list[Message] = []
+        pause = 0.05
+        while pending:
+            got = list(self.grid.pull_messages(pending))
+            replies.extend(got)
+            pending.difference_update(m.metadata.reply_to_message_id for m in got)
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, 1.0)
+        return replies
+
     # -- federated statistics ----------------------------------------------------------
 
     def federated_statistics(self, schema: Schema | None) -> tuple[Schema, Arrays]:
@@ -149,7 +169,7 @@ class RoundLoop:
         messages = [
             Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
         ]
-        replies = self.grid.send_and_receive(messages, timeout=self.settings.round_timeout)
+        replies = self.exchange(messages)
         answers: dict[int, tuple[str, str, Any]] = {}
         for reply in replies:
             node = reply.metadata.src_node_id
@@ -205,7 +225,7 @@ class RoundLoop:
         prep = p.numpy_to_record(state.prep)
         for msg in messages:
             msg.content[p.PREP] = prep
-        replies = self.grid.send_and_receive(messages, timeout=self.settings.round_timeout)
+        replies = self.exchange(messages)
         # An error reply the SuperLink makes for a node it lost comes from the SuperLink
         # itself; the message it answers names the node.
         sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
@@ -349,7 +369,7 @@ class RoundLoop:
             Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE)
             for n in nodes
         ]
-        replies = self.grid.send_and_receive(messages, timeout=self.settings.round_timeout)
+        replies = self.exchange(messages)
         results = [
             Update(f"node {r.metadata.src_node_id}", {}, 0, dict(r.content[p.METRICS]))
             for r in replies
