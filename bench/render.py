@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -58,6 +59,9 @@ def render_markdown(r: dict[str, Any]) -> str:
             " [docs/deployment.md](docs/deployment.md).",
             "",
         ]
+    findings = Path(__file__).with_name("FINDINGS.md")
+    if findings.exists():
+        out += [findings.read_text().rstrip(), ""]
     out += [
         "## GPU",
         "",
