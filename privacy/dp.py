@@ -32,6 +32,7 @@ from opacus import GradSampleModule, PrivacyEngine
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
+from opacus.grad_sample.gsm_base import AbstractGradSampleModule
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
@@ -161,7 +162,7 @@ def make_compatible(model: nn.Module) -> nn.Module:
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside Opacus wrappers (hooks still attached; see
     :meth:`DPSession.release` to remove them)."""
-    while isinstance(model, GradSampleModule):
+    while isinstance(model, AbstractGradSampleModule):
         model = model._module
     return model
 
@@ -171,6 +172,9 @@ def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return unwrap(model).state_dict()
 
 
+GRAD_SAMPLE_MODES = ("ghost", "hooks", "functorch", "ew")
+
+
 class DPSession:
     """One private local training: call it as the trainer's ``privatize`` hook, once.
 
@@ -178,6 +182,10 @@ class DPSession:
     that ``epochs`` epochs land at or below it). It records the noise multiplier, the
     sample rate and the optimizer steps actually taken, and reports epsilon for them.
     ``secure_mode`` uses a cryptographically secure noise source (slower; for production).
+    ``grad_sample_mode`` is how Opacus gets per-sample gradient norms: ``"ghost"`` (the
+    default, when the trainer passes its loss: norms without per-sample gradients),
+    or ``"hooks"``, ``"functorch"`` or ``"ew"`` (expanded weights), which materialize
+    per-sample gradients; the clipping, noise and accounting are the same.
     """
 
     def __init__(
@@ -189,7 +197,13 @@ class DPSession:
         noise_multiplier: float | None = None,
         target_epsilon: float | None = None,
         secure_mode: bool = False,
+        grad_sample_mode: str = "ghost",
     ) -> None:
+        if grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(
+                f"grad_sample_mode must be one of {', '.join(GRAD_SAMPLE_MODES)}, "
+                f"got {grad_sample_mode!r}"
+            )
         if (noise_multiplier is None) == (target_epsilon is None):
             raise ValueError("give exactly one of noise_multiplier and target_epsilon")
         if noise_multiplier is not None and noise_multiplier <= 0:
@@ -206,10 +220,11 @@ class DPSession:
         self.epochs = int(epochs)
         self.target_epsilon = target_epsilon
         self.secure_mode = secure_mode
+        self.grad_sample_mode = grad_sample_mode
         self._fixed_noise = noise_multiplier
         self._plan: DPPlan | None = None
         self._engine: PrivacyEngine | None = None
-        self._wrapper: GradSampleModule | None = None
+        self._wrapper: AbstractGradSampleModule | None = None
 
     def plan(self, *, num_examples: int, batch_size: int) -> DPPlan:
         """The noise, rate and steps this session will use for a loader of
@@ -285,10 +300,15 @@ class DPSession:
                 loader, generator=_os_seeded(torch.device("cpu"))
             )
             common["poisson_sampling"] = False  # the loader above already samples
-        if criterion is None:
-            private_model, private_optimizer, private_loader = self._engine.make_private(**common)
+        if criterion is None or self.grad_sample_mode != "ghost":
+            mode = "hooks" if self.grad_sample_mode == "ghost" else self.grad_sample_mode
+            private_model, private_optimizer, private_loader = self._engine.make_private(
+                **common, grad_sample_mode=mode
+            )
             self._wrapper = private_model
-            return private_model, private_optimizer, private_loader
+            if criterion is None:
+                return private_model, private_optimizer, private_loader
+            return private_model, private_optimizer, private_loader, criterion
         private_model, private_optimizer, private_criterion, private_loader = (
             self._engine.make_private(**common, criterion=criterion, grad_sample_mode="ghost")
         )
