@@ -1,4 +1,4 @@
-"""Federated against centralized accuracy, and where a simulation's time goes.
+"""Federated against centralized accuracy.
 
 ``run(quick)`` returns a dict; ``python bench/bench_federation.py [--quick]`` prints it.
 Every federated run is a real ``flwr run .`` (Ray simulation) on a private local
@@ -9,8 +9,8 @@ SuperLink, in one process tree, side by side with the centralized baseline.
     held-out 25% split (stratified, seed 0) of digits: IID with FedAvg, and Dirichlet
     label skew (alpha 0.3 and 0.1), each with FedAvg, FedProx and FedAdam; and synthetic
     rows (100,000, 20 features) in 10 silos without DP and with DP-SGD at epsilon 3 and 8.
-(b) time: a 10-round, 10-client federation; ``flwr run`` wall time, the ServerApp's
-    round time, and the local training time summed over all clients and rounds.
+Where a simulation's time goes is measured by bench_overhead.py, side by side with a
+plain Flower app and with no Flower at all.
 """
 
 from __future__ import annotations
@@ -156,29 +156,6 @@ def run(quick: bool = False) -> dict[str, Any]:
                     },
                 )
             results["synthetic_dp"] = _synthetic_dp(flwr, quick)
-            # quick mode reads the time split off the IID run instead of another run
-            timing = (
-                dict(results["iid_fedavg"])
-                if quick
-                else _federated(
-                    flwr,
-                    "timing",
-                    clients,
-                    {
-                        "num-server-rounds": 10,
-                        "local-epochs": 2,
-                        "early-stopping-patience": 100,
-                        "model": "mlp",
-                    },
-                )
-            )
-            timing["wall_over_training"] = round(
-                timing["server_seconds"] / max(timing["train_seconds_sum"], 1e-9), 3
-            )
-            timing["flwr_run_over_training"] = round(
-                timing["flwr_run_seconds"] / max(timing["train_seconds_sum"], 1e-9), 3
-            )
-            results["timing_10_rounds"] = timing
         finally:
             flwr.stop()
     base = results["centralized"]["accuracy"]

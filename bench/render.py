@@ -195,25 +195,6 @@ def _federation(f: dict[str, Any]) -> list[str]:
     lines += ["", "Target: IID within 1.5 points of centralized.", ""]
     if "synthetic_dp" in f:
         lines += _synthetic_dp(f["synthetic_dp"])
-    t = f.get("timing_10_rounds")
-    if t:
-        lines += [
-            f"### Where a {t['rounds_completed']}-round, {t['clients']}-client simulation's"
-            " time goes",
-            "",
-            "| measure | seconds |",
-            "| --- | --- |",
-            f"| `flwr run .` wall time (SuperLink, Ray start, rounds, export) |"
-            f" {t['flwr_run_seconds']:.1f} |",
-            f"| ServerApp (statistics query, rounds, export) | {t['server_seconds']:.1f} |",
-            f"| rounds | {t['round_seconds_sum']:.1f} |",
-            f"| local training, summed over clients and rounds | {t['train_seconds_sum']:.1f} |",
-            "",
-            f"Ratio of the ServerApp's wall time to summed local training:"
-            f" **{t['wall_over_training']:.2f}**; of the whole `flwr run` command:"
-            f" {t['flwr_run_over_training']:.2f}.",
-            "",
-        ]
     return lines
 
 
