@@ -34,6 +34,7 @@ BENCH = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from simulations.deploy_local import vmrss_kib  # noqa: E402
 from simulations.local_run import LocalFlwr, _children  # noqa: E402
 
 FEATURES = 20
@@ -74,18 +75,8 @@ class _PeakRSS:
             total = 0
             for pid in found.stdout.split():
                 for p in [int(pid), *_children(int(pid))]:
-                    total += _vmrss(p)
+                    total += vmrss_kib(p)
             self.peak_kib = max(self.peak_kib, total)
-
-
-def _vmrss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def _simulate(

@@ -526,7 +526,7 @@ class LocalDeployment:
                 main_proc = silo.proc
         main, tree = 0, 0
         for pid, _ in self._tagged(role):
-            rss = _vmrss(pid)
+            rss = vmrss_kib(pid)
             tree += rss
             if main_proc is not None and pid == main_proc.pid:
                 main = rss
@@ -636,7 +636,8 @@ def _tail(path: Path, chars: int = 3000) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def _vmrss(pid: int) -> int:
+def vmrss_kib(pid: int) -> int:
+    """Resident memory of one process in KiB (0 when it is gone)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
