@@ -1,6 +1,6 @@
 """Run the benchmark suite and write BENCHMARKS.md and bench/results.json.
 
-    python bench/run.py            # the whole suite (tens of minutes on 2 cores)
+    python bench/run.py            # the whole suite (about 1.5 hours on 2 cores)
     python bench/run.py --quick    # a few minutes; what CI runs (it asserts no speed)
     python bench/run.py --only privacy,federation
 
