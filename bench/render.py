@@ -35,20 +35,18 @@ def render_markdown(r: dict[str, Any]) -> str:
         " others' last results; each section names when it was measured.",
         "",
     ]
-    if "privacy" in r:
-        out += _privacy(r["privacy"])
-    if "export" in r:
-        out += _export(r["export"])
-    if "federation" in r:
-        out += _federation(r["federation"])
-    if "overhead" in r:
-        out += _overhead(r["overhead"])
-    if "scale" in r:
-        out += _scale(r["scale"])
-    if "deployment" in r:
-        out += _deployment(r["deployment"])
-    if "robustness" in r:
-        out += _robustness(r["robustness"])
+    sections = {
+        "privacy": _privacy,
+        "export": _export,
+        "federation": _federation,
+        "overhead": _overhead,
+        "scale": _scale,
+        "deployment": _deployment,
+        "robustness": _robustness,
+    }
+    for name, section in sections.items():
+        if name in r:
+            out += section(r[name])
     if "deployment" not in r or "robustness" not in r:
         out += [
             "## Deployment load and robustness",
