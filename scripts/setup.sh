@@ -13,10 +13,16 @@ if [ -L .venv ] && [ ! -e .venv ]; then
     rm .venv # the environment it pointed to is gone: make a new one
 fi
 if [ ! -e .venv ]; then
-    checkout=$(pwd -P | sha256sum | cut -c1-12)
-    venv="${FEDSILO_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/fedsilo/venv-$checkout}"
-    mkdir -p "$(dirname "$venv")"
-    "$PYTHON" -m venv --clear "$venv"
+    if [ -n "${FEDSILO_VENV:-}" ]; then
+        venv="$FEDSILO_VENV" # yours: used as it is, made only if it does not exist
+        [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    else
+        # this checkout's own, made afresh (a stale one from an earlier clone goes)
+        checkout=$(pwd -P | sha256sum | cut -c1-12)
+        venv="${XDG_CACHE_HOME:-$HOME/.cache}/fedsilo/venv-$checkout"
+        mkdir -p "$(dirname "$venv")"
+        "$PYTHON" -m venv --clear "$venv"
+    fi
     ln -s "$venv" .venv
 elif [ ! -L .venv ] && [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
