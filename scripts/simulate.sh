@@ -10,13 +10,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Run in this environment: no per-run reinstall of the app's dependencies (offline-safe).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
+# flwr starts flower-superlink by name: it must come from this environment
+export PATH="$PWD/.venv/bin:$PATH"
 export FLWR_HOME="${FLWR_HOME:-$PWD/.flwr}"
 if [ ! -f "$FLWR_HOME/config.toml" ]; then
     # The local SuperLink that flwr run starts keeps its state in memory: a simulation
     # needs none of it afterwards (fedsilo's own checkpoints are in the run folder).
-    mkdir -p "$FLWR_HOME"
-    printf '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local-in-memory:"\n' \
-        >"$FLWR_HOME/config.toml"
+    .venv/bin/python -c 'import sys; from pathlib import Path
+from simulations.local_run import write_flower_config
+write_flower_config(Path(sys.argv[1]), in_memory=True)' "$FLWR_HOME"
 fi
 port="${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}"
 already_running=$(pgrep -f "flower-superlink.*--port $port" || true)
