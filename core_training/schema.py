@@ -8,14 +8,19 @@ A schema is a small TOML file::
 
     [features]
     age = "numeric"
+    income = { range = [0, 500000] }   # numeric, with public bounds
     smoker = { categories = ["no", "yes"] }
 
-Features keep the order of the file. A categorical feature is one-hot encoded in the
-order of its categories, so every silo produces the same columns in the same order.
+Features keep the order of the file. A ``range`` is public knowledge about a numeric
+column (not a statistic of anyone's data): silos that release their statistics with
+differential privacy clip to it, and never reveal their own minimum and maximum. A
+categorical feature is one-hot encoded in the order of its categories, so every silo
+produces the same columns in the same order.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,7 @@ class DataError(ValueError):
 class Feature:
     name: str
     categories: tuple[str, ...] | None = None  # None: numeric
+    bounds: tuple[float, float] | None = None  # a numeric column's public range
 
     @property
     def is_numeric(self) -> bool:
@@ -114,6 +120,8 @@ class Schema:
         for name, kind in feats.items():
             if kind == "numeric":
                 features.append(Feature(name))
+            elif isinstance(kind, dict) and set(kind) == {"range"}:
+                features.append(Feature(name, bounds=_bounds(kind["range"], name, source)))
             elif isinstance(kind, dict) and isinstance(kind.get("categories"), list):
                 cats = kind["categories"]
                 if len(cats) < 1 or len(set(map(str, cats))) != len(cats):
@@ -123,8 +131,8 @@ class Schema:
                 features.append(Feature(name, tuple(str(c) for c in cats)))
             else:
                 raise DataError(
-                    f'{source}: feature {name!r} must be "numeric" or '
-                    f'{{ categories = ["a", "b"] }}, got {kind!r}'
+                    f'{source}: feature {name!r} must be "numeric", {{ range = [low, high] }} '
+                    f'or {{ categories = ["a", "b"] }}, got {kind!r}'
                 )
         shape = raw.get("image_shape")
         if shape is not None and not (
@@ -142,10 +150,7 @@ class Schema:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "label": {"column": self.label, "classes": list(self.classes)},
-            "features": {
-                f.name: "numeric" if f.is_numeric else {"categories": list(f.categories or ())}
-                for f in self.features
-            },
+            "features": {f.name: _feature_value(f) for f in self.features},
         }
         if self.image_shape:
             out["image_shape"] = list(self.image_shape)
@@ -160,7 +165,10 @@ class Schema:
         lines.append("classes = [" + ", ".join(_toml_value(c) for c in self.classes) + "]")
         lines += ["", "[features]"]
         for f in self.features:
-            if f.is_numeric:
+            if f.bounds is not None:
+                low, high = (repr(float(b)) for b in f.bounds)
+                lines.append(f"{_toml_str(f.name)} = {{ range = [{low}, {high}] }}")
+            elif f.is_numeric:
                 lines.append(f'{_toml_str(f.name)} = "numeric"')
             else:
                 cats = ", ".join(_toml_str(c) for c in f.categories or ())
@@ -193,6 +201,28 @@ def schema_difference(got: Schema, want: Schema) -> str:
     if names != wanted:
         return "the same features in another order"
     return "feature types or categories differ"
+
+
+def _bounds(value: Any, name: str, source: str) -> tuple[float, float]:
+    ok = (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        and all(math.isfinite(v) for v in value)
+        and value[0] < value[1]
+    )
+    if not ok:
+        raise DataError(
+            f"{source}: feature {name!r} range must be [low, high] with finite numbers "
+            f"and low < high, got {value!r}"
+        )
+    return float(value[0]), float(value[1])
+
+
+def _feature_value(f: Feature) -> Any:
+    if f.bounds is not None:
+        return {"range": list(f.bounds)}
+    return "numeric" if f.is_numeric else {"categories": list(f.categories or ())}
 
 
 def _label_text(value: Any) -> str:

@@ -7,11 +7,17 @@
   the new weights, train metrics, those validation metrics and the epsilon spent.
   Evaluating inside the train reply saves a whole message round per federated round.
 - ``evaluate`` validates a model without training (the server asks once at the end,
-  for the final model, when validation is federated).
+  for the final model, when validation is federated), as fp32 or int8 as asked.
+
+Before any of these the silo checks the run against its own policy (``privacy.policy``):
+a run that asks for less protection than the policy allows is declined with the policy
+key it breaks, before anything is computed or sent. Every message checks again, so a
+server that skips the statistics query gains nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,16 +27,24 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from core_training.config import TrainConfig
-from core_training.models import build_model
+from core_training.models import build_model, quantize_int8
 from core_training.pipeline import local_stats, model_spec_for
-from core_training.preprocess import Preprocessor
+from core_training.preprocess import FeatureStats, Preprocessor
 from core_training.trainer import evaluate
 from fl_common import protocol as p
-from fl_common.settings import RunSettings, from_run_config
+from fl_common.settings import RunSettings, fedsilo_home, from_run_config
 from privacy.keys import resolve_key
+from privacy.policy import Grant, PolicyDeclined
 
 from .attack import attacked
-from .local_round import DPOptions, open_ledger, preparation, train_round, val_metrics
+from .local_round import (
+    DPOptions,
+    grant_for,
+    open_ledger,
+    preparation,
+    train_round,
+    val_metrics,
+)
 from .silo import Silo, silo_for
 
 if TYPE_CHECKING:  # privacy.ledger loads Opacus (seconds per message): only under DP
@@ -44,20 +58,28 @@ logger = logging.getLogger("fedsilo.client")
 def query(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
-    stats = local_stats(silo.train, config)
+    logger.info("silo %s: %s", silo.silo_id, silo.policy.describe())
+    spec = model_spec_for(silo.train, config)
+    try:
+        grant = grant_for(silo, settings, config, num_parameters=_parameters(build_model(spec)))
+    except PolicyDeclined as declined:
+        return _declined(msg, silo, declined)
     schema_toml = silo.train.schema.to_toml()
     content = RecordDict(
         {
-            p.STATS: p.stats_to_record(stats),
             p.METRICS: MetricRecord({p.NUM_EXAMPLES: len(silo.train)}),
             p.INFO: p.info_record(
                 p.STATUS_OK,
                 silo=silo.silo_id,
                 schema=schema_toml,
                 schema_digest=p.schema_digest(schema_toml),
+                statistics=silo.policy.statistics.share,
             ),
         }
     )
+    stats = _shared_stats(silo, config, grant, settings, context)
+    if stats is not None:
+        content[p.STATS] = p.stats_to_record(stats)
     return Message(content=content, reply_to=msg)
 
 
@@ -65,8 +87,13 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
-    pre, weights = _preparation(msg, silo, config)
     model = _received_model(msg, silo, config)
+    try:
+        grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
+    except PolicyDeclined as declined:
+        return _declined(msg, silo, declined)
+    dp = _dp_options(grant, settings)
+    pre, weights = _preparation(msg, silo, config)
     result = train_round(
         model,
         silo,
@@ -75,8 +102,8 @@ def train(msg: Message, context: Context) -> Message:
         class_weights=weights,
         server_round=int(msg.content[p.CONFIG].get("server-round", 0)),
         proximal_mu=float(msg.content[p.CONFIG].get("proximal-mu", 0.0)),
-        dp=DPOptions.from_settings(settings) if settings.dp else None,
-        ledger=_ledger(silo, settings, context) if settings.dp else None,
+        dp=dp,
+        ledger=_ledger(silo, dp, context) if dp else None,
     )
     arrays = p.state_to_record(result.state) if result.state is not None else ArrayRecord()
     if context.node_config.get("attack") and result.state is not None:
@@ -98,11 +125,22 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
-    pre, _ = _preparation(msg, silo, config)
     model = _received_model(msg, silo, config)
+    try:
+        grant_for(silo, settings, config, num_parameters=_parameters(model))
+        _take_evaluation(silo, context.run_id)
+    except PolicyDeclined as declined:
+        return _declined(msg, silo, declined)
+    pre, _ = _preparation(msg, silo, config)
+    config_record = msg.content.config_records.get(p.CONFIG)
+    if config_record is not None and bool(config_record.get("int8", False)):
+        model = quantize_int8(model)
     val = evaluate(model, pre.transform(silo.val.X), silo.val.y)
     metrics = MetricRecord({p.NUM_EXAMPLES: int(val["num_examples"]), **val_metrics(val)})
-    return Message(content=RecordDict({p.METRICS: metrics}), reply_to=msg)
+    content = RecordDict(
+        {p.METRICS: metrics, p.INFO: p.info_record(p.STATUS_OK, silo=silo.silo_id)}
+    )
+    return Message(content=content, reply_to=msg)
 
 
 def _received_model(msg: Message, silo: Silo, config: TrainConfig) -> nn.Module:
@@ -121,11 +159,91 @@ def _preparation(
     return preparation(silo.train, config, shared)
 
 
-def _ledger(silo: Silo, settings: RunSettings, context: Context) -> PrivacyLedger:
-    key_file = context.node_config.get("key-file") or settings.key_file or None
+def _ledger(silo: Silo, dp: DPOptions, context: Context) -> PrivacyLedger:
+    # The key is the node's own (node-config, FEDSILO_KEY or the default key file): a
+    # path in the run config is never opened, so a server cannot probe the silo's disk.
     return open_ledger(
         silo.ledger_path,
-        key=resolve_key(key_file),
-        dp=DPOptions.from_settings(settings),
+        key=resolve_key(silo.key_file),
+        dp=dp,
         run=f"flwr-run-{context.run_id}",  # so a silo can tell which run spent what
     )
+
+
+def _dp_options(grant: Grant, settings: RunSettings) -> DPOptions | None:
+    if not grant.dp:
+        return None
+    return DPOptions.from_grant(
+        grant, max_grad_norm=settings.dp_max_grad_norm, planned_rounds=settings.num_server_rounds
+    )
+
+
+def _shared_stats(
+    silo: Silo, config: TrainConfig, grant: Grant, settings: RunSettings, context: Context
+) -> FeatureStats | None:
+    """The statistics this silo's policy lets the query learn: exact, with DP noise
+    (spent from its ledger once per run: a repeated query gets the same release), or
+    none."""
+    share = silo.policy.statistics.share
+    if share == "none":
+        return None
+    if share == "exact":
+        return local_stats(silo.train, config)
+    from privacy import store
+    from privacy.stats_release import release_stats
+
+    key = resolve_key(silo.key_file)
+    kept = fedsilo_home() / "releases" / f"{silo.silo_id}-run-{context.run_id}.stats"
+    try:
+        return FeatureStats.from_dict(store.load_json(kept, key=key, kind="json")[0])
+    except store.ArtifactNotFoundError:
+        pass
+    dp = DPOptions.from_grant(
+        grant, max_grad_norm=settings.dp_max_grad_norm, planned_rounds=settings.num_server_rounds
+    )
+    released = release_stats(
+        silo.train,
+        histograms=config.imputation == "median",
+        epsilon=silo.policy.statistics.epsilon,
+        ledger=_ledger(silo, dp, context),
+    )
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    store.save_json(kept, released.to_dict(), key=key, kind="json")
+    return released
+
+
+def _declined(msg: Message, silo: Silo, declined: PolicyDeclined) -> Message:
+    logger.warning("silo %s declined the run: %s", silo.silo_id, declined)
+    content = RecordDict(
+        {
+            p.METRICS: MetricRecord({p.NUM_EXAMPLES: 0}),
+            p.INFO: p.info_record(
+                p.STATUS_DECLINED, str(declined), silo=silo.silo_id, policy_key=declined.key
+            ),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _parameters(model: nn.Module) -> int:
+    return sum(t.numel() for t in model.parameters())
+
+
+def _take_evaluation(silo: Silo, run_id: int) -> None:
+    """Count an evaluate message of this run; past the policy's limit, decline it (the
+    count lives in the silo's fedsilo home, so it holds across ClientApp processes)."""
+    limit = silo.policy.evaluation.max_evaluations_per_run
+    folder = fedsilo_home() / "evaluations"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{silo.silo_id}-run-{run_id}", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        used = int(handle.read().strip() or 0)
+        if used >= limit:
+            raise PolicyDeclined(
+                "evaluation.max-evaluations-per-run",
+                f"this run already had {used} evaluation(s); the limit is {limit}",
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(used + 1))

@@ -79,6 +79,7 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
         "classes": classes,
         "notes": notes,
         "usable": True,
+        "policy": _policy(args).describe(),
     }
 
 
@@ -105,7 +106,15 @@ def check_data_text(r: dict[str, Any]) -> str:
         lines.append("missing values: none")
     lines += [f"note: {n}" for n in r["notes"]]
     lines.append("usable: yes")
+    lines.append(r["policy"])
     return "\n".join(lines)
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from fl_common.settings import fedsilo_home
+    from privacy.policy import find_policy
+
+    return find_policy(args.policy, fedsilo_home(), simulated=False)
 
 
 # -- shared by stats and train ---------------------------------------------------------
@@ -115,7 +124,13 @@ def _silo(args: argparse.Namespace, config: Any, ledger: str | None = None) -> A
     """The silo exactly as a deployed ClientApp sees it (same split, id and ledger)."""
     from fl_client.silo import silo_for
 
-    node_config = {"data-path": args.data, "schema": args.schema, "ledger-path": ledger or ""}
+    node_config = {
+        "data-path": args.data,
+        "schema": args.schema,
+        "ledger-path": ledger or "",
+        "policy": getattr(args, "policy", None) or "",
+        "key-file": getattr(args, "key_file", None) or "",
+    }
     return silo_for(node_config, RunSettings(local_val_fraction=args.val_fraction), config)
 
 
@@ -155,6 +170,7 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.config import TrainConfig
     from fl_server.modelfile import load_model, preprocessing_from, save_model, weights_digest
     from fl_server.offline import CARRIED_KEYS
+    from privacy.policy import PolicyDeclined, RunRequest, decide
 
     from .local_round import DPOptions, open_ledger, preparation, train_round
 
@@ -171,14 +187,24 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
     check_schema(silo.train.schema, loaded.schema, args.data)
     shared = preprocessing_from(loaded.metadata)
     pre, weights = preparation(silo.train, config, shared)
+    request = RunRequest(
+        dp=args.dp,
+        target_epsilon=args.target_epsilon,
+        delta=args.delta,
+        budget=args.budget if args.budget is not None else silo.policy.privacy.budget,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        median_imputation=config.imputation == "median",
+        num_parameters=sum(t.numel() for t in loaded.model.parameters()),
+    )
+    try:
+        grant = decide(silo.policy, request)
+    except PolicyDeclined as declined:
+        raise CLIError(f"{declined} ({silo.policy.source}). No update was written.") from None
     dp = None
-    if args.dp:
-        dp = DPOptions(
-            target_epsilon=args.target_epsilon,
-            delta=args.delta,
-            max_grad_norm=args.max_grad_norm,
-            budget=args.budget,
-            planned_rounds=args.planned_rounds,
+    if grant.dp:
+        dp = DPOptions.from_grant(
+            grant, max_grad_norm=args.max_grad_norm, planned_rounds=args.planned_rounds
         )
     ledger = open_ledger(silo.ledger_path, key=key, dp=dp) if dp else None
     base_digest = weights_digest(loaded.model.state_dict())
@@ -229,6 +255,7 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "epsilon": result.epsilon,
         "ledger": str(silo.ledger_path) if dp else None,
         "preprocessing": meta["local_preprocessing"],
+        "policy": silo.policy.describe(),
     }
 
 
@@ -248,6 +275,7 @@ def train_text(r: dict[str, Any]) -> str:
             ("preprocessing", r["preprocessing"]),
             ("epsilon spent", r["epsilon"]),
             ("ledger", r["ledger"]),
+            ("policy", r["policy"]),
         ]
     )
 
@@ -307,6 +335,13 @@ def budget_text(r: dict[str, Any]) -> str:
 
 # -- registry --------------------------------------------------------------------------
 
+_POLICY = arg(
+    "--policy",
+    metavar="FILE",
+    help="the silo's policy TOML (default: $FEDSILO_HOME/policy.toml if present, else the "
+    "built-in defaults, which require DP)",
+)
+
 _DATA = [
     arg("--data", required=True, metavar="FILE", help="the silo's CSV or NPZ file"),
     arg("--schema", required=True, metavar="FILE", help="the federation's schema TOML"),
@@ -325,6 +360,7 @@ COMMANDS = [
         "fl-client check-data --data hospital-a.csv --schema schema.toml",
         check_data,
         check_data_text,
+        [_POLICY],
         data="required",
     ),
     Command(
@@ -378,9 +414,11 @@ COMMANDS = [
             arg(
                 "--budget",
                 type=float,
-                default=RunSettings.privacy_budget,
-                help="the silo's total epsilon across rounds and runs (default %(default)s)",
+                default=None,
+                help="stop this training if the silo's total epsilon would pass this; the "
+                "lifetime budget itself is the policy's privacy.budget",
             ),
+            _POLICY,
             arg(
                 "--ledger",
                 metavar="PATH",
@@ -405,6 +443,7 @@ COMMANDS = [
             ),
             arg("--data", metavar="FILE", help="the silo's data file: show its default ledger"),
             arg("--schema", metavar="FILE", help="schema TOML of --data"),
+            _POLICY,
             arg(
                 "--val-fraction",
                 type=float,

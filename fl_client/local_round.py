@@ -10,6 +10,7 @@ reply or an update file; both carry the same metrics (:meth:`RoundResult.metrics
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from core_training.preprocess import Preprocessor
 from core_training.trainer import evaluate, fit
 from fl_common import protocol as p
 from fl_common.settings import RunSettings
+from privacy.policy import Grant, RunRequest, decide
 
 from .silo import Silo
 
@@ -41,45 +43,92 @@ VAL_METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f
 @dataclass(frozen=True)
 class DPOptions:
     """A silo's DP-SGD terms: ``target_epsilon`` is what ``planned_rounds`` rounds of
-    this size compose to (one noise level for all of them); ``budget`` is the ledger's."""
+    this size compose to (one noise level for all of them); ``budget`` is the ledger's,
+    from the silo's policy. ``budget_cap`` and ``run_epsilon`` hold this run to what it
+    asked for, whatever it later sends: the recorded total may not pass ``budget_cap``
+    and this run's own trainings may not compose past ``run_epsilon``."""
 
     target_epsilon: float
     delta: float
     max_grad_norm: float
     budget: float
     planned_rounds: int = 1
+    budget_cap: float = math.inf
+    run_epsilon: float = math.inf
+    min_noise_multiplier: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: RunSettings) -> DPOptions:
+    def from_grant(cls, grant: Grant, *, max_grad_norm: float, planned_rounds: int) -> DPOptions:
         return cls(
-            target_epsilon=settings.target_epsilon,
-            delta=settings.target_delta,
-            max_grad_norm=settings.dp_max_grad_norm,
-            budget=settings.privacy_budget,
-            planned_rounds=settings.num_server_rounds,
+            target_epsilon=grant.target_epsilon,
+            delta=grant.delta,
+            max_grad_norm=max_grad_norm,
+            budget=grant.budget,
+            planned_rounds=planned_rounds,
+            budget_cap=grant.budget_cap,
+            run_epsilon=grant.run_epsilon,
+            min_noise_multiplier=grant.min_noise_multiplier,
         )
 
     def noise_multiplier(self, num_examples: int, config: TrainConfig) -> float:
         """The noise that makes all planned rounds of local training, composed, reach
-        the target epsilon: one noise level for the run, chosen for its total steps."""
+        the target epsilon: one noise level for the run, chosen for its total steps,
+        and never below the silo's ``min-noise-multiplier``."""
         from privacy.dp import noise_for_target, sample_rate_for, steps_for
 
         q = sample_rate_for(num_examples=num_examples, batch_size=config.batch_size)
-        return noise_for_target(
+        sigma = noise_for_target(
             target_epsilon=self.target_epsilon,
             target_delta=self.delta,
             sample_rate=q,
             steps=steps_for(config.local_epochs * self.planned_rounds, q),
         )
+        return max(sigma, self.min_noise_multiplier)
+
+
+def run_request(
+    settings: RunSettings, config: TrainConfig, *, num_parameters: int | None = None
+) -> RunRequest:
+    """What a run's settings ask of a silo (the server's word, to be checked)."""
+    return RunRequest(
+        dp=settings.dp,
+        target_epsilon=settings.target_epsilon,
+        delta=settings.target_delta,
+        budget=settings.privacy_budget,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        median_imputation=config.imputation == "median",
+        num_parameters=num_parameters,
+    )
+
+
+def grant_for(
+    silo: Silo, settings: RunSettings, config: TrainConfig, *, num_parameters: int | None = None
+) -> Grant:
+    """The silo's terms for this run, or ``PolicyDeclined`` naming the policy key."""
+    return decide(silo.policy, run_request(settings, config, num_parameters=num_parameters))
 
 
 def open_ledger(path: Path, *, key: bytes, dp: DPOptions, run: str | None = None) -> PrivacyLedger:
-    """The silo's ledger at ``path`` (created on first use); ``run`` labels the
-    entries this process adds (default: a fresh id)."""
+    """The silo's ledger at ``path`` (created on first use) with the policy's budget;
+    ``run`` labels the entries this process adds (default: a fresh id). A budget the
+    silo raised in its own policy is adopted and recorded in the ledger."""
     from privacy.ledger import PrivacyLedger
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return PrivacyLedger.open(path, key=key, budget_epsilon=dp.budget, delta=dp.delta, run=run)
+    ledger = PrivacyLedger.open(
+        path,
+        key=key,
+        budget_epsilon=dp.budget,
+        delta=dp.delta,
+        run=run,
+        allow_budget_increase=True,
+    )
+    ledger.restrict(
+        total=dp.budget_cap if math.isfinite(dp.budget_cap) else None,
+        run=dp.run_epsilon if math.isfinite(dp.run_epsilon) else None,
+    )
+    return ledger
 
 
 @dataclass

@@ -1,4 +1,13 @@
-"""A node's own data: its simulated partition or its silo's file, split for validation.
+"""A node's own data and policy: its simulated partition or its silo's file, split for
+validation, and the privacy policy the silo set for itself.
+
+Everything here comes from the node's own configuration (node-config, the silo's policy
+file, its fedsilo home), never from the run config a server sends: which files a silo
+opens and which id its ledger has are the silo's decision.
+
+A deployed silo's id is the policy's ``silo-id``, else an id made once and kept in its
+fedsilo home (``silo-id``): its ledger is named after it, so moving or renaming the data
+file keeps the epsilon it spent.
 
 Loading and splitting are cached per process: in simulation one Ray worker serves many
 rounds (and nodes), and reading and partitioning the same table every round would
@@ -7,7 +16,9 @@ dominate the time of small federations.
 
 from __future__ import annotations
 
-import hashlib
+import os
+import secrets
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +31,21 @@ from core_training.data import Table, load_table
 from core_training.pipeline import deduplicate, split
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
+from privacy.policy import SiloPolicy, find_policy
 from simulations.partition import partition
+
+SILO_ID_FILE = "silo-id"
+# node-config keys a silo may set; any other is refused so a typo is not silently ignored
+NODE_CONFIG_KEYS = (
+    "data-path",
+    "schema",
+    "policy",
+    "key-file",
+    "ledger-path",
+    "attack",
+    "partition-id",
+    "num-partitions",
+)
 
 
 @dataclass(frozen=True)
@@ -32,18 +57,29 @@ class Silo:
     val: Table
     duplicates_dropped: int
     ledger_path: Path
+    policy: SiloPolicy
+    key_file: str | None = None  # the node's own key file (None: FEDSILO_KEY or default)
 
 
 def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainConfig) -> Silo:
     """Deployment (``data-path`` in node-config) or simulation (``partition-id``)."""
     if "data-path" in node_config:
+        unknown = sorted(set(node_config) - set(NODE_CONFIG_KEYS))
+        if unknown:
+            raise ValueError(
+                f"node-config has unknown key(s) {', '.join(unknown)}; a silo takes "
+                f"{', '.join(NODE_CONFIG_KEYS[:6])}"
+            )
         return _deployed_silo(
             str(node_config["data-path"]),
             str(node_config.get("schema", "")),
             str(node_config.get("ledger-path", "")),
+            str(node_config.get("policy", "")),
+            str(node_config.get("key-file", "")),
             settings.local_val_fraction,
             config.seed,
             config.drop_duplicates,
+            str(fedsilo_home()),
         )
     if "partition-id" not in node_config:
         raise ValueError(
@@ -73,6 +109,7 @@ def _simulated_silo_cached(
         seed=seed + pid,
         drop_duplicates=drop_duplicates,
         ledger_path=None,
+        policy=find_policy(None, fedsilo_home(), simulated=True),
     )
 
 
@@ -120,25 +157,58 @@ def _deployed_silo(
     data_path: str,
     schema: str,
     ledger_path: str,
+    policy_path: str,
+    key_file: str,
     val_fraction: float,
     seed: int,
     drop_duplicates: bool,
+    home_path: str,
 ) -> Silo:
     if not schema:
         raise ValueError(
             f'node-config gives data-path {data_path} but no schema; add schema="PATH" '
             "to --node-config"
         )
+    home = Path(home_path)
+    policy = find_policy(policy_path or None, home, simulated=False)
     table = load_table(data_path, schema)
-    digest = hashlib.sha256(str(Path(data_path).resolve()).encode()).hexdigest()[:12]
     return _local_split(
         table,
-        silo_id=f"silo-{digest}",
+        silo_id=policy.silo_id or stored_silo_id(home),
         val_fraction=val_fraction,
         seed=seed,
         drop_duplicates=drop_duplicates,
         ledger_path=Path(ledger_path) if ledger_path else None,
+        policy=policy,
+        key_file=key_file or None,
+        home=home,
     )
+
+
+def stored_silo_id(home: Path) -> str:
+    """This silo's id, made once (``silo-<random>``) and kept in ``home/silo-id``.
+
+    Two processes starting at once both try to create the file exclusively; the loser
+    reads the winner's id, so a silo never has two."""
+    path = home / SILO_ID_FILE
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        candidate = f"silo-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(candidate + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+    for _ in range(50):  # the winner may not have written its line yet
+        text = path.read_text().strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    raise ValueError(f"{path} is empty; delete it to have a new silo id made")
 
 
 def _silo_id(dataset: str, partitioner: str, n: int, seed: int, pid: int) -> str:
@@ -154,11 +224,14 @@ def _local_split(
     seed: int,
     drop_duplicates: bool,
     ledger_path: Path | None,
+    policy: SiloPolicy,
+    key_file: str | None = None,
+    home: Path | None = None,
 ) -> Silo:
     table, dropped = deduplicate(table, TrainConfig(drop_duplicates=drop_duplicates))
     if len(table) >= 10:
         train, val = split(table, test_fraction=val_fraction, seed=seed)
     else:  # too small to hold out: validate on the training rows (reported as such)
         train, val = table, table
-    ledger = ledger_path or fedsilo_home() / "ledgers" / f"{silo_id}.ledger"
-    return Silo(silo_id, train, val, dropped, ledger)
+    ledger = ledger_path or (home or fedsilo_home()) / "ledgers" / f"{silo_id}.ledger"
+    return Silo(silo_id, train, val, dropped, ledger, policy, key_file)

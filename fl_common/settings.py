@@ -53,7 +53,7 @@ class RunSettings:
     trimmed_beta: float = 0.2
     krum_malicious: int = 0
     dp: bool = False
-    target_epsilon: float = 8.0
+    target_epsilon: float = 4.0
     target_delta: float = 1e-5
     dp_max_grad_norm: float = 1.0
     privacy_budget: float = 10.0

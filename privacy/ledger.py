@@ -14,14 +14,23 @@ reservation on disk, counted at its planned steps, so a crash never under-counts
 Budget changes: a smaller budget given at open is always adopted (it is only stricter).
 A larger one is refused unless ``allow_budget_increase=True``, which is recorded with its
 time in ``budget_changes``. The delta cannot change: epsilons at two deltas do not compare.
-One process at a time should write a given ledger file (one silo, one client).
+The budget is the silo's alone: fedsilo opens a ledger with the budget of the silo's
+policy, never with a number a server sent. :meth:`PrivacyLedger.restrict` lowers, for one
+process only, what the total and the run's own entries may reach.
+
+Several processes of one silo may use one ledger at once (in a deployment every message
+starts a ClientApp process): opening, reserving and settling hold an exclusive lock on
+``<ledger>.lock`` and re-read the file under it, so no process overwrites another's entry.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import secrets
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,11 +49,20 @@ SETTLED = "settled"
 class BudgetExhaustedError(RuntimeError):
     """Training would take epsilon past the budget; nothing was spent."""
 
-    def __init__(self, *, spent: float, budget: float, projected: float, delta: float) -> None:
+    def __init__(
+        self,
+        *,
+        spent: float,
+        budget: float,
+        projected: float,
+        delta: float,
+        scope: str = "the budget",
+    ) -> None:
         self.spent, self.budget, self.projected, self.delta = spent, budget, projected, delta
+        self.scope = scope
         super().__init__(
             f"privacy budget exhausted: this round would bring epsilon from {spent:.4g} to "
-            f"{projected:.4g}, over the budget of {budget:.4g} (delta={delta:g}). Training "
+            f"{projected:.4g}, over {scope} of {budget:.4g} (delta={delta:g}). Training "
             f"was refused and nothing was spent. Use fewer steps or more noise, or stop."
         )
 
@@ -78,6 +96,8 @@ class PrivacyLedger:
         self._key = key
         self._record = record
         self.run = run
+        self._total_cap = math.inf  # restrict(): this process's limits, never stored
+        self._run_cap = math.inf
 
     # --- opening ------------------------------------------------------------------------
 
@@ -100,6 +120,19 @@ class PrivacyLedger:
             raise ValueError(f"delta must be in (0, 1), got {delta}")
         path = Path(path)
         run = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+        with _file_lock(path):
+            return cls._open_locked(path, key, budget_epsilon, delta, run, allow_budget_increase)
+
+    @classmethod
+    def _open_locked(
+        cls,
+        path: Path,
+        key: bytes,
+        budget_epsilon: float,
+        delta: float,
+        run: str,
+        allow_budget_increase: bool,
+    ) -> PrivacyLedger:
         try:
             record, _ = store.load_json(path, key=key, kind="ledger")
         except ArtifactNotFoundError:
@@ -139,6 +172,17 @@ class PrivacyLedger:
             ledger._save()
         return ledger
 
+    def restrict(self, *, total: float | None = None, run: float | None = None) -> None:
+        """Limits for this process only: the recorded total may not pass ``total`` and
+        this run's own entries may not compose past ``run`` (the budget stays stored)."""
+        for name, value in (("total", total), ("run", run)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} limit must be a positive number, got {value}")
+        if total is not None:
+            self._total_cap = float(total)
+        if run is not None:
+            self._run_cap = float(run)
+
     # --- reading ------------------------------------------------------------------------
 
     @property
@@ -174,18 +218,35 @@ class PrivacyLedger:
             [*self._history(), (noise_multiplier, sample_rate, steps)], delta=self.delta
         )
 
+    def run_epsilon(self) -> float:
+        """Epsilon of this run's own entries (those labelled with :attr:`run`)."""
+        return epsilon_of_history(self._history(run=self.run), delta=self.delta)
+
     def check(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> float:
-        """The projected epsilon, or :class:`BudgetExhaustedError` if it exceeds the budget."""
-        projected = self.projected_epsilon(
-            noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps
-        )
-        if projected > self.budget_epsilon:
+        """The projected epsilon, or :class:`BudgetExhaustedError` if it exceeds the budget
+        (or a limit set with :meth:`restrict`)."""
+        new = (noise_multiplier, sample_rate, steps)
+        projected = epsilon_of_history([*self._history(), new], delta=self.delta)
+        limit = min(self.budget_epsilon, self._total_cap)
+        if projected > limit:
             raise BudgetExhaustedError(
                 spent=self.spent_epsilon(),
-                budget=self.budget_epsilon,
+                budget=limit,
                 projected=projected,
                 delta=self.delta,
+                scope="the budget" if limit == self.budget_epsilon else "this run's budget",
             )
+        if math.isfinite(self._run_cap):
+            history = [*self._history(run=self.run), new]
+            run_projected = epsilon_of_history(history, delta=self.delta)
+            if run_projected > self._run_cap:
+                raise BudgetExhaustedError(
+                    spent=self.run_epsilon(),
+                    budget=self._run_cap,
+                    projected=run_projected,
+                    delta=self.delta,
+                    scope="this run's epsilon limit",
+                )
         return projected
 
     def max_steps(self, *, noise_multiplier: float, sample_rate: float) -> int:
@@ -226,6 +287,12 @@ class PrivacyLedger:
         spent until settled. Refused (nothing recorded) with :class:`BudgetExhaustedError`."""
         if steps < 1:
             raise ValueError(f"a reservation needs at least one step, got {steps}")
+        with self._locked():
+            return self._reserve_locked(noise_multiplier, sample_rate, steps, round, label)
+
+    def _reserve_locked(
+        self, noise_multiplier: float, sample_rate: float, steps: int, round: int | None, label: str
+    ) -> Reservation:
         self.check(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
         entry = LedgerEntry(
             id=secrets.token_hex(8),
@@ -263,6 +330,10 @@ class PrivacyLedger:
 
     def settle(self, reservation_id: str, steps_taken: int) -> LedgerEntry:
         """Replace a reservation's planned steps by the steps actually taken."""
+        with self._locked():
+            return self._settle_locked(reservation_id, steps_taken)
+
+    def _settle_locked(self, reservation_id: str, steps_taken: int) -> LedgerEntry:
         entries = self._record["entries"]
         index = next((i for i, e in enumerate(entries) if e["id"] == reservation_id), None)
         if index is None:
@@ -304,12 +375,23 @@ class PrivacyLedger:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _history(self) -> list[tuple[float, float, int]]:
+    def _history(self, run: str | None = None) -> list[tuple[float, float, int]]:
         return [
             (e["noise_multiplier"], e["sample_rate"], e["steps"])
             for e in self._record["entries"]
-            if e["steps"] > 0
+            if e["steps"] > 0 and (run is None or e["run"] == run)
         ]
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the ledger's lock and work on what is on disk now, not on what this
+        process read earlier (another process of the silo may have added entries)."""
+        with _file_lock(self.path):
+            record, _ = store.load_json(self.path, key=self._key, kind="ledger")
+            if not isinstance(record, dict) or record.get("format") != LEDGER_FORMAT:
+                raise store.ArtifactFormatError(f"{self.path} is not a privacy ledger")
+            self._record = record
+            yield
 
     def _save(self) -> None:
         metadata = {
@@ -345,6 +427,18 @@ class Reservation:
                 f"reservation {self.id} left unsettled: its planned steps stay counted",
                 stacklevel=2,
             )
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``<path>.lock`` (created beside the ledger)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _now() -> str:

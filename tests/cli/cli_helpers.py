@@ -84,7 +84,20 @@ def make_workspace(root: Path) -> Workspace:
     other = keys.generate_key_file(key_dir / "other.key")
     home = root / "home"
     home.mkdir()
+    allow_plain_training(home)
     return Workspace(root, key, other, schema, files[:3], files[3], home)
+
+
+# The silos of these tests chose to allow training without DP (the built-in policy of a
+# silo requires DP; tests of that default remove this file).
+PLAIN_POLICY = "[privacy]\nrequire-dp = false\nmax-epsilon-per-run = 10.0\n"
+
+
+def allow_plain_training(home: Path) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "policy.toml"
+    path.write_text(PLAIN_POLICY)
+    return path
 
 
 def run_cli(ws: Workspace, tool: str, *args: str | Path, timeout: float = 120) -> Result:

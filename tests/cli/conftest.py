@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import FAST, Round, Workspace, call, make_workspace
+from cli_helpers import FAST, Round, Workspace, allow_plain_training, call, make_workspace
 
 from privacy import keys
 
@@ -14,6 +14,7 @@ from privacy import keys
 def ws(tmp_path: Path, isolated_home: Path) -> Workspace:
     workspace = make_workspace(tmp_path / "ws")
     workspace.home = isolated_home
+    allow_plain_training(isolated_home)
     return workspace
 
 

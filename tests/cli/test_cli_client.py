@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
 
-from privacy import store
+from privacy import keys, store
 from privacy.keys import load_key_file
 
 
@@ -115,13 +116,18 @@ def test_train_refuses_data_of_another_schema(first_round: Round) -> None:
     assert_one_line_error(result, "schema differs from the model's")
 
 
-def test_private_training_spends_the_ledger_and_budget_shows_it(first_round: Round) -> None:
+def test_private_training_spends_the_ledger_and_budget_shows_it(
+    first_round: Round, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = first_round.ws
+    monkeypatch.setenv(keys.HOME_ENV, str(ws.home))  # the silo's home, as budget sees it
+    policy = ws.root / "budget-policy.toml"
+    policy.write_text("[privacy]\nbudget = 3.0\n")  # the lifetime budget is the policy's
     out = ws.path("updates", "dp.bin")
     train = call(
         "fl-client", "train", "--model", first_round.model, "--data", ws.silos[0],
-        "--schema", ws.schema, "--out", out, "--key-file", ws.key,
-        "--dp", "--target-epsilon", "1.0", "--budget", "3.0", "--set", "local-epochs=1",
+        "--schema", ws.schema, "--out", out, "--key-file", ws.key, "--policy", policy,
+        "--dp", "--target-epsilon", "1.0", "--budget", "5.0", "--set", "local-epochs=1",
     )  # fmt: skip
     assert train.code == 0, train.err
     assert train.err == ""  # Opacus's notes are kept out of the way

@@ -165,7 +165,7 @@ def update_from_new_model(ws: Workspace, name: str, *init_args: str) -> Path:
     out = ws.path("updates", f"{name}.bin")
     done = call(
         "fl-client", "train", "--model", model, "--data", ws.silos[0], "--schema", ws.schema,
-        "--out", out, "--key-file", ws.key,
+        "--out", out, "--key-file", ws.key, "--policy", ws.home / "policy.toml",
     )  # fmt: skip
     assert done.code == 0, done.err
     return out

@@ -123,17 +123,30 @@ def test_deployed_silo_loads_its_csv(silo_files: tuple[Path, Path, Table]) -> No
     assert silo.train.schema.feature_names == table.schema.feature_names
 
 
-def test_deployed_silo_id_follows_the_file(
+def test_deployed_silo_id_stays_when_the_file_moves(
     tmp_path: Path, silo_files: tuple[Path, Path, Table]
 ) -> None:
     csv, schema, _ = silo_files
-    copy = shutil.copy(csv, tmp_path / "other.csv")
-    ids = [
-        silo_for({"data-path": str(p), "schema": str(schema)}, RunSettings(), TrainConfig()).silo_id
-        for p in (csv, copy, csv)
-    ]
-    assert ids[0] == ids[2]
-    assert ids[0] != ids[1]
+    moved = tmp_path / "elsewhere" / "renamed.csv"
+    moved.parent.mkdir()
+    first = silo_for({"data-path": str(csv), "schema": str(schema)}, RunSettings(), TrainConfig())
+    shutil.move(csv, moved)
+    again = silo_for({"data-path": str(moved), "schema": str(schema)}, RunSettings(), TrainConfig())
+    assert first.silo_id == again.silo_id
+    assert first.ledger_path == again.ledger_path
+    assert first.silo_id.startswith("silo-")
+
+
+def test_deployed_silo_id_comes_from_the_policy_when_it_names_one(
+    tmp_path: Path, silo_files: tuple[Path, Path, Table]
+) -> None:
+    csv, schema, _ = silo_files
+    policy = tmp_path / "policy.toml"
+    policy.write_text('silo-id = "hospital-a"\n')
+    config = {"data-path": str(csv), "schema": str(schema), "policy": str(policy)}
+    silo = silo_for(config, RunSettings(), TrainConfig())
+    assert silo.silo_id == "hospital-a"
+    assert silo.ledger_path.name == "hospital-a.ledger"
 
 
 def test_deployed_silo_uses_the_given_ledger_path(

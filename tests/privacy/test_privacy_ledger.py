@@ -204,3 +204,67 @@ def test_a_private_round_through_the_ledger_spends_what_the_session_reports(
         reservation.settle(session.steps_taken)
     assert ledger.spent_epsilon() == pytest.approx(session.epsilon(), rel=1e-9)
     assert ledger.entries[0].steps == plan.steps
+
+
+# -- several processes of one silo, and per-process limits -----------------------------
+
+_RESERVER = """
+import os, sys, time
+from pathlib import Path
+from privacy.ledger import PrivacyLedger
+path, me, other, n = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+ledger = PrivacyLedger.open(path, key=bytes.fromhex(os.environ["LEDGER_KEY"]),
+                            budget_epsilon=1000.0, delta=1e-5, run=me.name)
+me.touch()
+deadline = time.monotonic() + 60
+while not other.exists() and time.monotonic() < deadline:  # both hold the old ledger now
+    time.sleep(0.01)
+for i in range(n):
+    ledger.reserve(noise_multiplier=1.0, sample_rate=0.01, steps=10, round=i).settle(10)
+"""
+
+
+def test_two_processes_reserving_on_one_ledger_lose_no_entry(path: Path, key: bytes) -> None:
+    import subprocess
+    import sys
+
+    PrivacyLedger.open(path, key=key, budget_epsilon=1000.0, delta=DELTA)
+    ready = [path.parent / "proc-a", path.parent / "proc-b"]
+    env = {**os.environ, "LEDGER_KEY": key.hex()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RESERVER, str(path), str(me), str(other), "4"], env=env
+        )
+        for me, other in (ready, ready[::-1])
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    ledger = PrivacyLedger.open(path, key=key, budget_epsilon=1000.0, delta=DELTA)
+    assert sorted(e.run for e in ledger.entries) == ["proc-a"] * 4 + ["proc-b"] * 4
+    assert all(e.status == "settled" for e in ledger.entries)
+    independent = RDPAccountant()
+    independent.history = [(1.0, 0.01, 80)]
+    assert ledger.spent_epsilon() == pytest.approx(independent.get_epsilon(delta=DELTA))
+
+
+def test_a_run_limit_refuses_what_the_runs_own_entries_would_pass(path: Path, key: bytes) -> None:
+    earlier = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA, run="earlier")
+    _round(earlier, steps=2000)
+    ledger = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA, run="this")
+    one_round = dp.epsilon_for(noise_multiplier=SIGMA, sample_rate=Q, steps=STEPS, delta=DELTA)
+    two = dp.epsilon_for(noise_multiplier=SIGMA, sample_rate=Q, steps=2 * STEPS, delta=DELTA)
+    ledger.restrict(run=(one_round + two) / 2)  # one round fits, two do not
+    _round(ledger)
+    assert ledger.run_epsilon() == pytest.approx(one_round)
+    with pytest.raises(BudgetExhaustedError, match="this run's epsilon limit"):
+        _round(ledger)
+    assert len(ledger.entries) == 2  # the refusal recorded nothing
+
+
+def test_a_total_cap_below_the_budget_holds_for_this_process_only(path: Path, key: bytes) -> None:
+    ledger = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA)
+    ledger.restrict(total=0.01)
+    with pytest.raises(BudgetExhaustedError, match="this run's budget"):
+        _round(ledger)
+    reopened = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA)
+    assert reopened.budget_epsilon == 50.0
+    _round(reopened)  # no cap in this process
