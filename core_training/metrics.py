@@ -67,3 +67,28 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     nonzero = denominator > 0
     out[nonzero] = np.asarray(numerator, dtype=np.float64)[nonzero] / denominator[nonzero]
     return out
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) for class indices ``0..num_classes-1``."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(confusion: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro-F1 of a (pooled) confusion matrix, as
+    :func:`balanced_accuracy` and ``macro_f1(labels=classes present)`` score the rows
+    behind it: silos sum their matrices, and the scores of the sum are the federation's
+    (an average of per-silo scores is not, once silos hold different classes)."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    tp, true_sum, pred_sum = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    total = confusion.sum()
+    if total == 0:
+        raise ValueError("cannot score an empty confusion matrix")
+    present = true_sum > 0
+    return {
+        "accuracy": float(tp.sum() / total),
+        "balanced_accuracy": float(np.mean(tp[present] / true_sum[present])),
+        "macro_f1": float(np.mean(_divide(2.0 * tp, true_sum + pred_sum)[present])),
+    }

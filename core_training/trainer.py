@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from .config import TrainConfig
-from .metrics import balanced_accuracy, macro_f1, per_class_recall
+from .metrics import balanced_accuracy, confusion_matrix, macro_f1, per_class_recall
 
 # privatize(model, optimizer, loader, criterion) -> (model, optimizer, loader, criterion)
 Privatize = Callable[
@@ -223,7 +223,8 @@ def evaluate(
     batch_size: int = 4096,
     device: torch.device | None = None,
 ) -> dict[str, float | list[float]]:
-    """Loss (plain cross-entropy), accuracy, balanced accuracy, macro-F1, per-class recall."""
+    """Loss (plain cross-entropy), accuracy, balanced accuracy, macro-F1, per-class recall
+    and the confusion matrix (rows true, columns predicted)."""
     proba = predict_proba(model, X, batch_size=batch_size, device=device)
     num_classes = proba.shape[1]
     labels = list(range(num_classes))
@@ -237,6 +238,7 @@ def evaluate(
         "balanced_accuracy": balanced_accuracy(y, pred),
         "macro_f1": macro_f1(y, pred, labels=present),
         "per_class_recall": [float(r) for r in per_class_recall(y, pred, labels)],
+        "confusion": confusion_matrix(y, pred, num_classes).tolist(),
         "num_examples": len(y),
     }
 

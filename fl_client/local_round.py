@@ -147,7 +147,7 @@ class RoundResult:
     def ok(self) -> bool:
         return self.status == p.STATUS_OK
 
-    def metrics(self) -> dict[str, float | int]:
+    def metrics(self) -> dict[str, float | int | list[int]]:
         """The train reply's metrics (``protocol.TRAIN_METRIC_KEYS``), -1 epsilon
         without DP."""
         return {
@@ -162,9 +162,14 @@ class RoundResult:
         }
 
 
-def val_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
-    """``trainer.evaluate``'s loss and scores under their ``val_`` names."""
-    return {k: float(evaluation[k.removeprefix("val_")]) for k in VAL_METRICS}
+def val_metrics(evaluation: dict[str, Any]) -> dict[str, float | list[int]]:
+    """``trainer.evaluate``'s loss and scores under their ``val_`` names, and its
+    confusion matrix flattened (the server pools the matrices of all silos)."""
+    out: dict[str, float | list[int]] = {
+        k: float(evaluation[k.removeprefix("val_")]) for k in VAL_METRICS
+    }
+    out["val_confusion"] = [int(v) for row in evaluation["confusion"] for v in row]
+    return out
 
 
 def preparation(

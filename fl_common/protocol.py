@@ -45,6 +45,7 @@ TRAIN_METRIC_KEYS = (
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
+    "val_confusion",  # flattened (true class, predicted class) counts
     "epsilon",
     "budget_exhausted",
     "train_seconds",
@@ -55,6 +56,7 @@ EVAL_METRIC_KEYS = (
     "val_accuracy",
     "val_balanced_accuracy",
     "val_macro_f1",
+    "val_confusion",
 )
 
 

@@ -151,6 +151,13 @@ class RunSettings:
                 f"setting 'dataset' is {self.dataset!r}, which is not a built-in set "
                 f"({', '.join(BUILTIN_DATASETS)}); a data file also needs 'schema'"
             )
+        if self.run_name and not _plain_name(self.run_name):
+            raise ConfigError(
+                f"setting 'run-name' must be a plain folder name (letters, digits, '-', '_', "
+                f"'.'; no '/', not '..'), got {self.run_name!r}"
+            )
+        if self.resume and not self.run_name:
+            raise ConfigError("setting 'resume' needs 'run-name': the name of the run to continue")
         if self.dp and self.privacy_budget < self.target_epsilon:
             raise ConfigError(
                 f"setting 'privacy-budget' ({self.privacy_budget}) is below 'target-epsilon' "
@@ -184,6 +191,14 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _plain_name(name: str) -> bool:
+    return (
+        len(name) <= 128
+        and name not in (".", "..")
+        and all(c.isalnum() or c in "-_." for c in name)
+    )
 
 
 def fedsilo_home() -> Path:

@@ -40,12 +40,13 @@ from .modelfile import (
     state_from_arrays,
 )
 from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
+from .selection import ModelSelector
 from .state import (
     BEST_MODEL_FILE,
     CHECKPOINT_FILE,
     EXPORT_FILE,
+    NodeBook,
     RunState,
-    latest_run_dir,
     load_checkpoint,
     save_checkpoint,
 )
@@ -68,7 +69,7 @@ class Federation:
         self.settings, self.config = settings, config
         self.key = _server_key(settings)
         self.run_dir = self._run_dir(run_id)
-        self.loop = RoundLoop(grid, settings, config, on_best=self._save_best)
+        self.loop = RoundLoop(grid, settings, config)
         # Where this process's time went, in seconds: set-up (statistics, initial model,
         # validation data), the rounds, and the end (final validation, export).
         self.timing: dict[str, float] = {}
@@ -76,14 +77,11 @@ class Federation:
     # -- set-up ------------------------------------------------------------------------
 
     def _run_dir(self, run_id: int) -> Path:
+        # run-name is a plain name and resume needs one (RunSettings checks both), so
+        # the folder is always inside the artifacts root.
         root = self.settings.artifacts_root()
         if self.settings.run_name:
             return root / self.settings.run_name
-        if self.settings.resume:
-            found = latest_run_dir(root)
-            if found is None:
-                raise RunStopped("nothing-to-resume", f"resume=true, but {root} holds no run")
-            return found
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         return root / f"{Path(self.settings.dataset).stem}-{stamp}-{run_id}"
 
@@ -94,6 +92,10 @@ class Federation:
             log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
             self.loop.model_spec = state.spec
             restore_strategy_state(self.loop.strategy, state.strategy_state)
+            # Node ids may differ in a new run: ask again who takes part and with how
+            # many rows, keeping the preprocessing the run started with.
+            state.nodes.rows.clear()
+            self.loop.census(state.schema, state.nodes)
             self._load_validation(state)
             return state
         if self.settings.resume:
@@ -104,33 +106,11 @@ class Federation:
                 f"{self.run_dir} already holds a run; set resume=true to continue it or "
                 "choose another run-name",
             )
-        # The federation's schema: the operator's schema file, else the server's
-        # validation data, else the one the nodes agree on (federated validation).
         server_table = self._validation_table() if self.settings.validation == "server" else None
-        expected = Schema.load(self.settings.schema) if self.settings.schema else None
-        if expected is None and server_table is not None:
-            expected = server_table.schema
-        schema, prep = self.loop.federated_statistics(expected)
-        spec = model_spec_for(schema, self.config)
-        if self.settings.initial_model:
-            loaded = load_model(self.settings.initial_model, key=self.key)
-            if (loaded.spec.in_features, loaded.spec.num_classes) != (
-                spec.in_features,
-                spec.num_classes,
-            ) or loaded.quantized:
-                raise RunStopped(
-                    "bad-initial-model",
-                    f"initial-model {self.settings.initial_model} is a "
-                    f"{'quantized ' if loaded.quantized else ''}{loaded.spec.kind} for "
-                    f"{loaded.spec.in_features} features and {loaded.spec.num_classes} classes; "
-                    f"this federation needs an fp32 model for {spec.in_features} and "
-                    f"{spec.num_classes}",
-                )
-            spec, initial = loaded.spec, arrays_from_state(loaded.model.state_dict())
-            log(INFO, "Starting from %s", self.settings.initial_model)
-        else:
-            torch.manual_seed(self.config.seed)
-            initial = arrays_from_state(build_model(spec).state_dict())
+        schema = self._schema(server_table)
+        nodes = NodeBook()
+        prep = self.loop.federated_statistics(schema, nodes, server_table)
+        spec, initial = self._initial_model(schema)
         state = RunState(
             spec=spec,
             schema=schema,
@@ -142,13 +122,58 @@ class Federation:
                 higher_is_better=STOP_METRICS[self.settings.early_stopping_metric],
             ),
             prep=prep,
+            nodes=nodes,
         )
+        if nodes.policy_declined:
+            state.entry(0)["policy_declined"] = {
+                f"node {n}": r for n, r in nodes.policy_declined.items()
+            }
         self.loop.model_spec = spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._load_validation(state, server_table)
         if self.settings.validation == "server":
-            self.loop.evaluated(state, 0, state.current, self.loop.server_metrics(state.current))
+            self._selector(state).observe(0, state.current, self.loop.server_metrics(state.current))
         return state
+
+    def _schema(self, server_table: Table | None) -> Schema:
+        """The federation's data contract is the operator's: the schema file of the run
+        config, else the server's validation data, else the built-in data set's. Nodes
+        never choose it: one whose schema differs is left out."""
+        if self.settings.schema:
+            return Schema.load(self.settings.schema)
+        if server_table is not None:
+            return server_table.schema
+        if self.settings.builtin:
+            return pooled_split(self.settings, self.config.seed)[1].schema
+        raise RunStopped(
+            "no-schema",
+            "the federation needs the operator's schema: set schema=PATH in the run config "
+            "(or give the server validation data)",
+        )
+
+    def _initial_model(self, schema: Schema) -> tuple[Any, dict[str, Any]]:
+        spec = model_spec_for(schema, self.config)
+        if not self.settings.initial_model:
+            torch.manual_seed(self.config.seed)
+            return spec, arrays_from_state(build_model(spec).state_dict())
+        loaded = load_model(self.settings.initial_model, key=self.key)
+        if (loaded.spec.in_features, loaded.spec.num_classes) != (
+            spec.in_features,
+            spec.num_classes,
+        ) or loaded.quantized:
+            raise RunStopped(
+                "bad-initial-model",
+                f"initial-model {self.settings.initial_model} is a "
+                f"{'quantized ' if loaded.quantized else ''}{loaded.spec.kind} for "
+                f"{loaded.spec.in_features} features and {loaded.spec.num_classes} classes; "
+                f"this federation needs an fp32 model for {spec.in_features} and "
+                f"{spec.num_classes}",
+            )
+        log(INFO, "Starting from %s", self.settings.initial_model)
+        return loaded.spec, arrays_from_state(loaded.model.state_dict())
+
+    def _selector(self, state: RunState) -> ModelSelector:
+        return ModelSelector(state, self.settings.early_stopping_metric)
 
     def _validation_table(self) -> Table:
         if not (self.settings.builtin or Path(self.settings.dataset).exists()):
@@ -179,13 +204,18 @@ class Federation:
             rounds_started = time.perf_counter()
             self.timing["setup_seconds"] = round(rounds_started - started, 3)
             elapsed0 = state.elapsed
+            selector = self._selector(state)
             for server_round in range(state.round + 1, self.settings.num_server_rounds + 1):
-                entry = self.loop.train_round(state, server_round)
+                entry, verdict = self.loop.train_round(state, server_round, selector)
                 state.round = server_round
                 state.elapsed = elapsed0 + time.perf_counter() - started
+                # The checkpoint first: after a crash between the two writes, the best
+                # model on disk is never one the checkpoint does not know.
                 self._checkpoint(state)
+                if verdict.improved:
+                    self._save_best(state)
                 _log_round(entry, self.settings.num_server_rounds, state)
-                if state.early_stopping.should_stop:
+                if verdict.stop:
                     stop_reason = "early-stopping"
                     detail = (
                         f"{self.settings.early_stopping_metric} did not improve by more than "
@@ -201,6 +231,9 @@ class Federation:
             self._checkpoint(state)
         else:
             self.timing["rounds_seconds"] = round(time.perf_counter() - rounds_started, 3)
+        if state.round > 0 and state.model_round == 0 and stop_reason == "completed":
+            stop_reason = "no-round-trained"
+            detail = "no round aggregated an update: every round was skipped"
         summary = self._finish(state, stop_reason, detail)
         log(INFO, "fedsilo run finished (%s); outputs in %s", stop_reason, self.run_dir)
         return summary
@@ -236,18 +269,26 @@ class Federation:
     # -- the end -----------------------------------------------------------------------
 
     def _finish(self, state: RunState, stop_reason: str, detail: str) -> dict[str, Any]:
+        """Final validation, export, history, summary, curves and the best model. Each
+        part that talks to nodes is guarded: the summary is always written."""
         finish_started = time.perf_counter()
-        if self.settings.validation == "federated" and state.round > 0:
-            last = state.entry(state.round)
-            if last.get("val_loss") is None:
-                try:
-                    metrics = self.loop.federated_metrics(state.current, state.prep)
-                    self.loop.evaluated(state, state.round, state.current, metrics)
-                except RunStopped as stop:
-                    log(WARNING, "Final validation skipped: %s", stop)
+        unjudged = state.entry(state.model_round).get("val_loss") is None
+        if self.settings.validation == "federated" and state.model_round > 0 and unjudged:
+            try:
+                metrics = self.loop.federated_metrics(
+                    state.current, state.prep, state.nodes, int8=False
+                )
+                self._selector(state).observe(state.model_round, state.current, metrics)
+            except RunStopped as stop:
+                log(WARNING, "Final validation skipped: %s", stop)
         best_round = state.early_stopping.best_round
         best = state.entry(best_round)
-        export = self._export(state) if self.settings.export_int8 else None
+        export = None
+        if self.settings.export_int8:
+            try:
+                export = self._export(state)
+            except RunStopped as stop:
+                log(WARNING, "Export skipped: %s", stop)
         eps = [h["epsilon_max"] for h in state.history if h.get("epsilon_max") is not None]
         summary = {
             "run_dir": str(self.run_dir),
@@ -259,6 +300,7 @@ class Federation:
             "best_metrics": {k: best.get(k) for k in best if k.startswith("val_")},
             "epsilon_max": max(eps) if eps else None,
             "declined_silos": state.declined_silos,
+            "policy_declined": _by_name(state.nodes.policy_declined),
             "best_model": str(self.run_dir / BEST_MODEL_FILE),
             "checkpoint": str(self.run_dir / CHECKPOINT_FILE),
             "export": export,
@@ -273,8 +315,7 @@ class Federation:
         write_json(self.run_dir / HISTORY_FILE, state.history)
         write_json(self.run_dir / SUMMARY_FILE, summary)
         plot_curves(state.history, self.run_dir / CURVES_FILE)
-        if not (self.run_dir / BEST_MODEL_FILE).exists():
-            self._save_best(state)
+        self._save_best(state)  # always the checkpoint's best, even after a crash between
         return summary
 
     def _export(self, state: RunState) -> dict[str, Any]:
@@ -288,14 +329,9 @@ class Federation:
         if self.settings.validation == "server":
             fp32 = self.loop.server_metrics(state.best)["val_accuracy"]
             int8 = self.loop.server_metrics(state.best, int8=True)["val_accuracy"]
-        else:
-            fp32 = state.entry(state.early_stopping.best_round).get("val_accuracy")
-            try:
-                int8 = self.loop.federated_metrics(state.best, state.prep, int8=True)[
-                    "val_accuracy"
-                ]
-            except RunStopped:
-                int8 = None
+        else:  # both on the same nodes, in the same message round
+            both = self.loop.federated_metrics(state.best, state.prep, state.nodes)
+            fp32, int8 = both.get("val_accuracy"), both.get("int8_val_accuracy")
         path = save_model(
             self.run_dir / EXPORT_FILE,
             qstate,
@@ -315,6 +351,10 @@ class Federation:
             "fp32_accuracy": fp32,
             "int8_accuracy": int8,
         }
+
+
+def _by_name(nodes: dict[int, str]) -> dict[str, str]:
+    return {f"node {n}": reason for n, reason in sorted(nodes.items())}
 
 
 def _server_key(settings: RunSettings) -> bytes:

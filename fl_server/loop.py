@@ -1,26 +1,29 @@
-"""The federation's round loop on Flower's Grid.
+"""The federation's rounds on Flower's Grid.
 
 Flower's ``Strategy.start()`` has no place for early stopping, checkpoints, reply
 validation or a bounded wait for nodes, so the loop is ours; the strategies' own
 ``configure_train`` and ``aggregate_train`` do the federated arithmetic.
 
-One round: wait (bounded) for ``min-nodes``, sample, send the global model with the
-federation's preprocessing, receive with a timeout, sort replies into failed, declined
-(privacy budget), rejected (bad arrays) and valid, aggregate the valid ones, evaluate,
-update early stopping. The caller checkpoints after each round.
+The parts: :mod:`.transport` finds, samples and messages nodes; :mod:`.replies` is the
+only code that reads what a node sent and turns every reply into a checked value or a
+problem; :mod:`.selection` decides which model is best and when to stop. This module
+puts them in order:
+
+- the statistics step asks every node for its counts and sums, records the rows each
+  reported and which ones declined (their policy) or use another schema, and fits the
+  federation's preprocessing;
+- a round samples eligible nodes, sends the global model with that preprocessing,
+  parses the replies, aggregates the valid updates, and has the new model validated.
 
 With ``validation = "federated"`` the clients validate the model they receive inside
-their train reply, so round r's replies describe the model of round r - 1; the last
-model is validated by one evaluate message at the end.
+their train reply, so round r's replies describe the model round r sent; the last
+model is validated by one evaluate message at the end. Their confusion matrices are
+summed, so balanced accuracy and macro-F1 are the federation's, not averages of silos'.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
-import tomllib
-from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
@@ -31,8 +34,9 @@ from flwr.supercore import log
 from torch import nn
 
 from core_training.config import TrainConfig
+from core_training.metrics import scores_from_confusion
 from core_training.models import ModelSpec, build_model, quantize_int8
-from core_training.pipeline import fit_preprocessor
+from core_training.pipeline import fit_preprocessor, local_stats
 from core_training.preprocess import merge_stats
 from core_training.sampling import class_weights
 from core_training.schema import Schema
@@ -40,217 +44,209 @@ from core_training.trainer import evaluate
 from fl_common import protocol as p
 from fl_common.settings import RunSettings
 
-from .aggregation import Update, aggregate, make_strategy, split_valid, strategy_state
+from .aggregation import aggregate, make_strategy, strategy_state
 from .modelfile import state_from_arrays
-from .state import Arrays, RunState
+from .replies import (
+    DECLINED,
+    Evaluation,
+    Problem,
+    StatsReply,
+    TrainReply,
+    parse_eval,
+    parse_stats,
+    parse_train,
+)
+from .selection import ModelSelector, Verdict
+from .state import Arrays, NodeBook, RunState
+from .transport import OnlyNodes, RunStopped, Transport
 
 VAL_KEYS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
-
-class RunStopped(Exception):
-    """The federation cannot go on; ``reason`` says why (recorded in the summary)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-class _OnlyNodes:
-    """A view of the Grid that shows only the nodes we sampled, so a strategy's own
-    sampling (which waits forever for its minimum) picks exactly these, at once."""
-
-    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self._grid, self._ids = grid, list(node_ids)
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._ids)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
+__all__ = ["VAL_KEYS", "RoundLoop", "RunStopped", "load_arrays", "pool_evaluations"]
 
 
 class RoundLoop:
-    """Rounds of one federation. ``on_best(state)`` is called when a model improves."""
+    """Rounds of one federation."""
 
-    def __init__(
-        self,
-        grid: Grid,
-        settings: RunSettings,
-        config: TrainConfig,
-        *,
-        on_best: Callable[[RunState], None],
-    ) -> None:
-        self.grid = grid
+    def __init__(self, grid: Grid, settings: RunSettings, config: TrainConfig) -> None:
         self.settings = settings
         self.config = config
+        self.transport = Transport(grid, settings, config.seed)
         self.strategy = make_strategy(settings)
-        self.on_best = on_best
         self.validation: tuple[np.ndarray, np.ndarray] | None = None  # server-side (X, y)
         self.model_spec: ModelSpec | None = None
-        self.declined_nodes: set[int] = set()
-        self.known_nodes: set[int] = set()
-        self.other_schema_nodes: set[int] = set()  # never sampled: their arrays cannot fit
+        self.num_classes = 0
 
-    # -- nodes -------------------------------------------------------------------------
+    # -- the statistics step -----------------------------------------------------------
 
-    def wait_for_nodes(self) -> list[int]:
-        """Connected node ids, waiting at most node-wait-timeout for min-nodes."""
-        deadline = time.monotonic() + self.settings.node_wait_timeout
-        announced = False
-        while True:
-            ids = sorted(self.grid.get_node_ids())
-            self.known_nodes.update(ids)
-            if len(ids) >= self.settings.min_nodes:
-                return ids
-            if time.monotonic() >= deadline:
+    def federated_statistics(
+        self, schema: Schema, book: NodeBook, server_table: Any = None
+    ) -> Arrays:
+        """Ask every connected node for its statistics, record in ``book`` what each
+        said, and fit the federation's preprocessing and class weights from the nodes'
+        statistics (the server's own validation rows when no node shares any)."""
+        self.num_classes = schema.num_classes
+        replies = self.census(schema, book)
+        shared = [r.stats for r in replies if r.stats is not None]
+        if not shared:
+            if server_table is None:
                 raise RunStopped(
-                    "too-few-nodes",
-                    f"only {len(ids)} node(s) connected within "
-                    f"{self.settings.node_wait_timeout:g}s; min-nodes is {self.settings.min_nodes}",
+                    "no-statistics",
+                    "no node shares statistics (their policies say statistics.share = none) "
+                    "and the server has no data to fit the preprocessing on",
                 )
-            if not announced:
-                log(INFO, "Waiting for %d node(s); %d connected", self.settings.min_nodes, len(ids))
-                announced = True
-            time.sleep(0.5)
-
-    def sample(self, server_round: int) -> list[int]:
-        """Nodes for a round: seeded by (seed, round), so a resumed run samples as the
-        uninterrupted run would have, given the same connected nodes. Stops the run
-        here, before the round, when too many nodes have exhausted their budget: the
-        round that saw them decline is complete and checkpointed by then."""
-        self._check_exhaustion()
-        ids = [
-            n
-            for n in self.wait_for_nodes()
-            if n not in self.declined_nodes and n not in self.other_schema_nodes
-        ]
-        if len(ids) < self.settings.min_nodes:
-            raise RunStopped(
-                "privacy-budget-exhausted" if self.declined_nodes else "schema-mismatch",
-                f"{len(self.declined_nodes)} node(s) have exhausted their privacy budget and "
-                f"{len(self.other_schema_nodes)} use another schema; {len(ids)} remain, "
-                f"fewer than min-nodes ({self.settings.min_nodes})",
-            )
-        # rounded first, so that 0.07 of 100 nodes is 7, not 8 from 7.000000000000001
-        size = max(
-            self.settings.min_nodes, math.ceil(round(self.settings.fraction_train * len(ids), 9))
-        )
-        rng = random.Random(self.config.seed * 1_000_003 + server_round)
-        return sorted(rng.sample(ids, min(size, len(ids))))
-
-    def exchange(self, messages: list[Message]) -> list[Message]:
-        """Send ``messages``; the replies that arrive within round-timeout. Flower's
-        ``Grid.send_and_receive`` pulls every 3 s from a deployed SuperLink, so a round
-        would end up to 3 s after its last reply: this pulls soon after sending and
-        backs off to once a second."""
-        pending = set(self.grid.push_messages(messages))
-        deadline = time.monotonic() + self.settings.round_timeout
-        replies: list[Message] = []
-        pause = 0.05
-        while pending:
-            got = list(self.grid.pull_messages(pending))
-            replies.extend(got)
-            pending.difference_update(m.metadata.reply_to_message_id for m in got)
-            left = deadline - time.monotonic()
-            if not pending or left <= 0:
-                break
-            time.sleep(min(pause, left))
-            pause = min(pause * 1.5, 1.0)
-        return replies
-
-    # -- federated statistics ----------------------------------------------------------
-
-    def federated_statistics(self, schema: Schema | None) -> tuple[Schema, Arrays]:
-        """Ask every connected node for its counts and sums and merge them into the
-        global preprocessor and class weights. Only aggregates travel. A node whose
-        schema differs from the federation's is left out (and logged)."""
-        nodes = self.wait_for_nodes()
-        query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
-        messages = [
-            Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
-        ]
-        replies = self.exchange(messages)
-        answers: dict[int, tuple[str, str, Any]] = {}
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                log(WARNING, "Node %d could not compute statistics: %s", node, reply.error.reason)
-                continue
-            info = reply.content[p.INFO]
-            answers[node] = (
-                str(info["schema_digest"]),
-                str(info["schema"]),
-                p.record_to_stats(reply.content[p.STATS]),
-            )
-        if not answers:
-            raise RunStopped("too-few-nodes", "no node answered the statistics query")
-        digests = [d for d, _, _ in answers.values()]
-        expected = (
-            p.schema_digest(schema.to_toml()) if schema else max(set(digests), key=digests.count)
-        )
-        agreed = {n: a for n, a in answers.items() if a[0] == expected}
-        self.other_schema_nodes = set(answers) - set(agreed)
-        for node in sorted(self.other_schema_nodes):
-            log(WARNING, "Node %d uses a different schema; left out of the federation", node)
-        if not agreed:
-            raise RunStopped("schema-mismatch", "no node uses the federation's schema")
-        if schema is None:
-            node, (_, text, _) = next(iter(agreed.items()))
-            schema = Schema.from_dict(tomllib.loads(text), source=f"node {node}")
-        merged = merge_stats([s for _, _, s in agreed.values()])
+            log(WARNING, "No node shares statistics: preprocessing from the server's rows")
+            shared = [local_stats(server_table, self.config)]
+        merged = merge_stats(shared)
         pre = fit_preprocessor(merged, schema, self.config)
         weights = (
             class_weights(merged.class_counts, self.config.class_weighting)
             if self.config.class_weighting != "none"
             else None
         )
-        log(INFO, "Federated statistics from %d node(s), %d rows", len(agreed), merged.num_rows)
-        return schema, p.record_to_numpy(p.prep_to_record(pre, weights))
+        log(INFO, "Federated statistics from %d node(s), %d rows", len(shared), merged.num_rows)
+        return p.record_to_numpy(p.prep_to_record(pre, weights))
+
+    def census(self, schema: Schema, book: NodeBook) -> list[StatsReply]:
+        """The statistics query to every connected node: each node's reported rows, its
+        policy's refusal or its other schema go into ``book``; the usable replies come
+        back. Stops the run when fewer than min-nodes remain."""
+        self.num_classes = schema.num_classes
+        nodes = self.transport.wait_for_nodes()
+        book.known.update(nodes)
+        query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
+        messages = [
+            Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
+        ]
+        digest = p.schema_digest(schema.to_toml())
+        usable: list[StatsReply] = []
+        for node, reply in self.transport.ask(messages).items():
+            parsed = (
+                parse_stats(reply, node, schema)
+                if reply is not None
+                else Problem(node, "failed", f"no reply within {self.settings.round_timeout:g}s")
+            )
+            if isinstance(parsed, Problem):
+                if parsed.kind == DECLINED:
+                    book.policy_declined[node] = parsed.reason
+                log(WARNING, "Statistics: %s %s: %s", parsed.name, parsed.kind, parsed.reason)
+                continue
+            if parsed.schema_digest != digest:
+                book.other_schema.add(node)
+                log(WARNING, "Node %d uses a different schema; left out of the federation", node)
+                continue
+            book.rows[node] = parsed.rows
+            usable.append(parsed)
+        if len(usable) < self.settings.min_nodes:
+            raise RunStopped(
+                "policy-declined" if book.policy_declined else "too-few-nodes",
+                f"{len(usable)} node(s) can take part, fewer than min-nodes "
+                f"({self.settings.min_nodes}); declined by their policy: "
+                f"{len(book.policy_declined)}, another schema: {len(book.other_schema)}",
+            )
+        return usable
 
     # -- one round ---------------------------------------------------------------------
 
-    def train_round(self, state: RunState, server_round: int) -> dict[str, Any]:
-        """Run one round on ``state``; returns its history entry."""
+    def train_round(
+        self, state: RunState, server_round: int, selector: ModelSelector
+    ) -> tuple[dict[str, Any], Verdict]:
+        """Run one round on ``state``; returns its history entry and the selector's
+        verdict on the model it validated (no model: not improved, no stop)."""
         started = time.perf_counter()
-        nodes = self.sample(server_round)
-        sent = state.current
+        nodes = self._sample(state.nodes, server_round)
+        sent, sent_round = state.current, state.model_round
         messages = list(
             self.strategy.configure_train(
                 server_round,
                 p.numpy_to_record(sent),
                 ConfigRecord({"server-round": server_round}),
-                _OnlyNodes(self.grid, nodes),
+                OnlyNodes(self.transport.grid, nodes),
             )
         )
         prep = p.numpy_to_record(state.prep)
         for msg in messages:
             msg.content[p.PREP] = prep
-        replies = self.exchange(messages)
-        # An error reply the SuperLink makes for a node it lost comes from the SuperLink
-        # itself; the message it answers names the node.
-        sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
-        outcome = self._sort_replies(server_round, nodes, replies, state, sent_to)
-        valid, rejected = split_valid(outcome.pop("updates"), sent)
-        for name, problems in rejected.items():
+        valid: list[TrainReply] = []
+        problems: list[Problem] = []
+        for node, reply in self.transport.ask(messages).items():
+            parsed = (
+                parse_train(
+                    reply,
+                    node,
+                    reference=sent,
+                    rows=state.nodes.rows.get(node),
+                    num_classes=self.num_classes,
+                    val_fraction=self.settings.local_val_fraction,
+                )
+                if reply is not None
+                else Problem(node, "failed", f"no reply within {self.settings.round_timeout:g}s")
+            )
+            (problems if isinstance(parsed, Problem) else valid).append(parsed)
+        entry = self._record(state, server_round, nodes, valid, problems)
+        verdict = Verdict(improved=False, stop=state.early_stopping.should_stop)
+        if not entry["skipped"]:
+            updates = [r.update for r in valid]
+            state.current = p.record_to_numpy(aggregate(self.strategy, server_round, updates))
+            state.strategy_state = strategy_state(self.strategy)
+            state.model_round = server_round
+        if self.settings.validation == "federated":
+            evaluations = [r.evaluation for r in valid if r.evaluation is not None]
+            judged = state.entry(sent_round).get("val_loss") is not None
+            if evaluations and not judged:  # each model is judged once
+                verdict = selector.observe(sent_round, sent, pool_evaluations(evaluations))
+        elif not entry["skipped"]:
+            verdict = selector.observe(
+                server_round, state.current, self.server_metrics(state.current)
+            )
+        entry["seconds"] = round(time.perf_counter() - started, 3)
+        return entry, verdict
+
+    def _record(
+        self,
+        state: RunState,
+        server_round: int,
+        nodes: list[int],
+        valid: list[TrainReply],
+        problems: list[Problem],
+    ) -> dict[str, Any]:
+        """The round's history entry; declines update the node book."""
+        by_kind: dict[str, dict[str, str]] = {"failed": {}, "rejected": {}, "declined": {}}
+        for problem in problems:
+            by_kind[problem.kind][problem.name] = problem.reason
             log(
                 WARNING,
-                "Round %d: rejected the update of %s: %s",
+                "Round %d: %s %s: %s",
                 server_round,
-                name,
-                "; ".join(problems),
+                problem.name,
+                problem.kind,
+                problem.reason,
             )
+            if problem.kind != DECLINED:
+                continue
+            if problem.policy_key:
+                state.nodes.policy_declined[problem.node] = problem.reason
+            else:
+                state.nodes.budget_exhausted.add(problem.node)
+                if problem.silo and problem.silo not in state.declined_silos:
+                    state.declined_silos.append(problem.silo)
+        epsilons = [r.epsilon for r in valid if r.epsilon is not None]
+        updates = [r.update for r in valid]
         entry = state.entry(server_round)
         entry.update(
             num_sampled=len(nodes),
             num_clients=len(valid),
-            num_rejected=len(rejected),
-            num_failed=len(outcome["failed"]),
-            num_declined=len(outcome["declined"]),
-            clients=[u.name for u in valid],
-            rejected=rejected,
-            **outcome,
-            train_loss=_weighted(valid, "train_loss", p.NUM_EXAMPLES),
-            train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in valid),
+            num_rejected=len(by_kind["rejected"]),
+            num_failed=len(by_kind["failed"]),
+            num_declined=len(by_kind["declined"]),
+            clients=[u.name for u in updates],
+            rejected={k: [v] for k, v in by_kind["rejected"].items()},
+            failed=by_kind["failed"],
+            declined=by_kind["declined"],
+            epsilon_max=max(epsilons) if epsilons else None,
+            epsilon_by_silo={r.silo or f"node {r.node}": r.epsilon for r in valid if r.epsilon},
+            train_loss=_weighted(updates, "train_loss"),
+            train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in updates),
             skipped=len(valid) < self.settings.min_nodes,
         )
         if entry["skipped"]:
@@ -261,88 +257,41 @@ class RoundLoop:
                 len(valid),
                 self.settings.min_nodes,
             )
-        else:
-            state.current = p.record_to_numpy(aggregate(self.strategy, server_round, valid))
-            state.strategy_state = strategy_state(self.strategy)
-        if self.settings.validation == "federated":
-            if valid:
-                fed = {k: _weighted(valid, k, "val_examples") for k in VAL_KEYS}
-                self.evaluated(state, server_round - 1, sent, fed)
-        else:
-            self.evaluated(state, server_round, state.current, self.server_metrics(state.current))
-        entry["seconds"] = round(time.perf_counter() - started, 3)
         return entry
 
-    def _sort_replies(
-        self,
-        server_round: int,
-        nodes: list[int],
-        replies: Iterable[Message],
-        state: RunState,
-        sent_to: dict[str, int] | None = None,
-    ) -> dict[str, Any]:
-        failed: dict[str, str] = {}
-        declined: dict[str, str] = {}
-        updates: list[Update] = []
-        epsilons: list[float] = []
-        answered = set()
-        for reply in replies:
-            node = (sent_to or {}).get(reply.metadata.reply_to_message_id)
-            node = reply.metadata.src_node_id if node is None else node
-            answered.add(node)
-            name = f"node {node}"
-            if reply.has_error():
-                failed[name] = reply.error.reason
-                log(WARNING, "Round %d: %s failed: %s", server_round, name, reply.error.reason)
-                continue
-            content = reply.content
-            metrics = dict(content[p.METRICS]) if p.METRICS in content.metric_records else {}
-            info = dict(content[p.INFO]) if p.INFO in content.config_records else {}
-            if float(metrics.get("epsilon", -1.0)) >= 0:
-                epsilons.append(float(metrics["epsilon"]))
-            if info.get("status") == p.STATUS_DECLINED:
-                declined[name] = str(info.get("reason", ""))
-                self.declined_nodes.add(node)
-                silo = str(info.get("silo", name))
-                if silo not in state.declined_silos:
-                    state.declined_silos.append(silo)
-                log(WARNING, "Round %d: %s declined: %s", server_round, name, declined[name])
-                continue
-            if p.ARRAYS not in content.array_records:
-                failed[name] = "reply without model arrays"
-                continue
-            updates.append(
-                Update(
-                    name=name,
-                    arrays=p.record_to_numpy(content[p.ARRAYS]),
-                    num_examples=metrics.get(p.NUM_EXAMPLES, 0),
-                    metrics={k: float(v) for k, v in metrics.items() if not isinstance(v, list)},
-                )
-            )
-        missing = sorted(set(nodes) - answered)
-        for node in missing:
-            failed[f"node {node}"] = f"no reply within {self.settings.round_timeout:g}s"
-        if missing:
-            log(WARNING, "Round %d: no reply from node(s) %s", server_round, missing)
-        return {
-            "failed": failed,
-            "declined": declined,
-            "updates": updates,
-            "epsilon_max": max(epsilons) if epsilons else None,
-        }
-
-    def _check_exhaustion(self) -> None:
-        known = max(len(self.known_nodes), 1)
-        if self.declined_nodes and len(self.declined_nodes) / known >= (
-            self.settings.max_exhausted_fraction
-        ):
+    def _sample(self, book: NodeBook, server_round: int) -> list[int]:
+        """Eligible nodes for a round. Stops the run here, before the round, when too
+        many nodes have exhausted their budget or too few remain: the round that saw
+        them decline is complete and checkpointed by then."""
+        known = max(len(book.known), 1)
+        exhausted = len(book.budget_exhausted)
+        if exhausted and exhausted / known >= self.settings.max_exhausted_fraction:
             raise RunStopped(
                 "privacy-budget-exhausted",
-                f"{len(self.declined_nodes)} of {known} node(s) have exhausted their privacy "
+                f"{exhausted} of {known} node(s) have exhausted their privacy "
                 f"budget (max-exhausted-fraction {self.settings.max_exhausted_fraction:g})",
             )
+        connected = self.transport.wait_for_nodes()
+        book.known.update(connected)
+        eligible = [n for n in connected if n not in book.excluded()]
+        if len(eligible) < self.settings.min_nodes:
+            reason = (
+                "privacy-budget-exhausted"
+                if book.budget_exhausted
+                else "policy-declined"
+                if book.policy_declined
+                else "schema-mismatch"
+            )
+            raise RunStopped(
+                reason,
+                f"{exhausted} node(s) have exhausted their privacy budget, "
+                f"{len(book.policy_declined)} declined by their policy and "
+                f"{len(book.other_schema)} use another schema; {len(eligible)} remain, "
+                f"fewer than min-nodes ({self.settings.min_nodes})",
+            )
+        return self.transport.sample(server_round, eligible)
 
-    # -- evaluation and early stopping -------------------------------------------------
+    # -- evaluation --------------------------------------------------------------------
 
     def server_metrics(self, arrays: Arrays, *, int8: bool = False) -> dict[str, float]:
         """Validation metrics of a model on the server's held-out split."""
@@ -353,44 +302,72 @@ class RoundLoop:
         return {k: float(m[k.removeprefix("val_")]) for k in VAL_KEYS}
 
     def federated_metrics(
-        self, arrays: Arrays, prep: Arrays, *, int8: bool = False
+        self, arrays: Arrays, prep: Arrays, book: NodeBook, *, int8: bool | None = None
     ) -> dict[str, Any]:
-        """Validation metrics of a model on the clients' validation splits (one
-        evaluate message to every connected node)."""
-        nodes = self.wait_for_nodes()
-        content = RecordDict(
-            {
-                p.ARRAYS: p.numpy_to_record(arrays),
-                p.PREP: p.numpy_to_record(prep),
-                p.CONFIG: ConfigRecord({"int8": int8}),
-            }
-        )
+        """Validation metrics of a model on the nodes' validation splits, pooled (one
+        evaluate message to every eligible node). With ``int8=None`` the fp32 and the
+        int8 model are both sent in the same message round to the same nodes, and the
+        int8 figures come back under ``int8_*`` keys."""
+        nodes = [n for n in self.transport.wait_for_nodes() if n not in book.excluded()]
+        variants = [False, True] if int8 is None else [int8]
         messages = [
-            Message(content=content, dst_node_id=n, message_type=MessageType.EVALUATE)
+            Message(
+                content=RecordDict(
+                    {
+                        p.ARRAYS: p.numpy_to_record(arrays),
+                        p.PREP: p.numpy_to_record(prep),
+                        p.CONFIG: ConfigRecord({"int8": flag}),
+                    }
+                ),
+                dst_node_id=n,
+                message_type=MessageType.EVALUATE,
+            )
+            for flag in variants
             for n in nodes
         ]
-        replies = self.exchange(messages)
-        results = [
-            Update(f"node {r.metadata.src_node_id}", {}, 0, dict(r.content[p.METRICS]))
-            for r in replies
-            if not r.has_error()
-        ]
-        return {k: _weighted(results, k, p.NUM_EXAMPLES) for k in VAL_KEYS}
+        results: dict[bool, list[Evaluation]] = {flag: [] for flag in variants}
+        replies = self.transport.exchange(messages)
+        sent = {m.metadata.message_id: (m.metadata.dst_node_id, f) for m, f in _flags(messages)}
+        for reply in replies:
+            node, flag = sent.get(reply.metadata.reply_to_message_id, (None, False))
+            if node is None:
+                continue
+            parsed = parse_eval(
+                reply,
+                node,
+                rows=book.rows.get(node),
+                num_classes=self.num_classes,
+                val_fraction=self.settings.local_val_fraction,
+            )
+            if isinstance(parsed, Problem):
+                log(WARNING, "Evaluation: %s %s: %s", parsed.name, parsed.kind, parsed.reason)
+                continue
+            results[flag].append(parsed)
+        if not any(results.values()):
+            raise RunStopped("no-validation", "no node returned a usable validation")
+        out: dict[str, Any] = {}
+        for flag, found in results.items():
+            pooled = pool_evaluations(found) if found else {}
+            prefix = "int8_" if (flag and int8 is None) else ""
+            out.update({prefix + k: v for k, v in pooled.items()})
+        return out
 
-    def evaluated(
-        self, state: RunState, model_round: int, arrays: Arrays, metrics: dict[str, Any]
-    ) -> None:
-        """Record the validation metrics of the model of ``model_round`` and keep it as
-        the best when it improves the early-stopping metric."""
-        entry = state.entry(model_round)
-        entry.update(metrics)
-        value = metrics.get(self.settings.early_stopping_metric)
-        if value is None:
-            return
-        entry["improved"] = state.early_stopping.update(model_round, float(value))
-        if entry["improved"]:
-            state.best = {k: v.copy() for k, v in arrays.items()}
-            self.on_best(state)
+
+def pool_evaluations(evaluations: list[Evaluation]) -> dict[str, Any]:
+    """The federation's validation metrics from its silos': the loss weighted by
+    examples, and the scores of the summed confusion matrix."""
+    examples = sum(e.examples for e in evaluations)
+    if examples == 0:
+        return {}
+    confusion = np.sum([e.confusion for e in evaluations], axis=0)
+    scores = scores_from_confusion(confusion)
+    return {
+        "val_loss": float(sum(e.loss * e.examples for e in evaluations) / examples),
+        "val_accuracy": scores["accuracy"],
+        "val_balanced_accuracy": scores["balanced_accuracy"],
+        "val_macro_f1": scores["macro_f1"],
+        "val_examples": examples,
+    }
 
 
 def load_arrays(spec: ModelSpec, arrays: Arrays, *, int8: bool = False) -> nn.Module:
@@ -400,12 +377,12 @@ def load_arrays(spec: ModelSpec, arrays: Arrays, *, int8: bool = False) -> nn.Mo
     return quantize_int8(model) if int8 else model
 
 
-def _weighted(updates: list[Update], key: str, weight_key: str) -> float | None:
-    pairs = [
-        (u.metrics[key], u.metrics.get(weight_key, 0.0))
-        for u in updates
-        if u.metrics.get(key) is not None
-    ]
+def _flags(messages: list[Message]) -> list[tuple[Message, bool]]:
+    return [(m, bool(m.content[p.CONFIG]["int8"])) for m in messages]
+
+
+def _weighted(updates: list[Any], key: str) -> float | None:
+    pairs = [(u.metrics[key], u.num_examples) for u in updates if key in u.metrics]
     total = sum(w for _, w in pairs)
     if not pairs or total <= 0:
         return None

@@ -29,6 +29,41 @@ Arrays = dict[str, np.ndarray]
 
 
 @dataclass
+class NodeBook:
+    """What the run knows of each node, from what it said and did: the rows it
+    reported at the statistics step (the most it may claim to train on), and why a
+    node is no longer sampled. Checkpointed, so a resumed run remembers it."""
+
+    rows: dict[int, int] = field(default_factory=dict)
+    budget_exhausted: set[int] = field(default_factory=set)
+    policy_declined: dict[int, str] = field(default_factory=dict)
+    other_schema: set[int] = field(default_factory=set)
+    known: set[int] = field(default_factory=set)
+
+    def excluded(self) -> set[int]:
+        return self.budget_exhausted | set(self.policy_declined) | self.other_schema
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": {str(k): v for k, v in self.rows.items()},
+            "budget_exhausted": sorted(self.budget_exhausted),
+            "policy_declined": {str(k): v for k, v in self.policy_declined.items()},
+            "other_schema": sorted(self.other_schema),
+            "known": sorted(self.known),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NodeBook:
+        return cls(
+            rows={int(k): int(v) for k, v in data.get("rows", {}).items()},
+            budget_exhausted={int(n) for n in data.get("budget_exhausted", [])},
+            policy_declined={int(k): str(v) for k, v in data.get("policy_declined", {}).items()},
+            other_schema={int(n) for n in data.get("other_schema", [])},
+            known={int(n) for n in data.get("known", [])},
+        )
+
+
+@dataclass
 class RunState:
     spec: ModelSpec
     schema: Schema
@@ -41,6 +76,8 @@ class RunState:
     strategy_state: dict[str, Arrays] = field(default_factory=dict)
     declined_silos: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    nodes: NodeBook = field(default_factory=NodeBook)
+    model_round: int = 0  # the round whose aggregation made ``current`` (0: initial)
 
     def entry(self, server_round: int) -> dict[str, Any]:
         """The history entry of a round (created empty if needed)."""
@@ -64,6 +101,8 @@ def save_checkpoint(run_dir: Path, state: RunState, *, key: bytes, config: dict[
         "history": state.history,
         "declined_silos": list(state.declined_silos),
         "elapsed": state.elapsed,
+        "nodes": state.nodes.to_dict(),
+        "model_round": state.model_round,
     }
     meta = model_metadata(
         state.spec,
@@ -92,13 +131,7 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[RunState, dict[str, Any]
         strategy_state={k: arrays_from_state(v) for k, v in payload["strategy_state"].items()},
         declined_silos=list(payload["declined_silos"]),
         elapsed=float(payload["elapsed"]),
+        nodes=NodeBook.from_dict(payload.get("nodes", {})),
+        model_round=int(payload.get("model_round", payload["round"])),
     )
     return state, meta
-
-
-def latest_run_dir(root: Path) -> Path | None:
-    """The run folder under ``root`` whose checkpoint was written last."""
-    candidates = [p for p in root.glob(f"*/{CHECKPOINT_FILE}") if p.is_file()]
-    if not candidates:
-        return None
-    return max(candidates, key=lambda p: p.stat().st_mtime).parent

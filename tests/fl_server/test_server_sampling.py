@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core_training.config import TrainConfig
 from fl_common.settings import RunSettings
-from fl_server.loop import RoundLoop
+from fl_server.transport import Transport
 
 
 class Nodes:
@@ -17,9 +16,18 @@ class Nodes:
         return list(self.ids)
 
 
-def _loop(nodes: int, fraction: float, min_nodes: int = 2) -> RoundLoop:
-    settings = RunSettings(fraction_train=fraction, min_nodes=min_nodes)
-    return RoundLoop(Nodes(list(range(1, nodes + 1))), settings, TrainConfig(), on_best=print)
+class _Sampler:
+    def __init__(self, nodes: int, fraction: float, min_nodes: int) -> None:
+        settings = RunSettings(fraction_train=fraction, min_nodes=min_nodes)
+        self.ids = list(range(1, nodes + 1))
+        self.transport = Transport(Nodes(self.ids), settings, seed=0)
+
+    def sample(self, server_round: int) -> list[int]:
+        return self.transport.sample(server_round, self.ids)
+
+
+def _loop(nodes: int, fraction: float, min_nodes: int = 2) -> _Sampler:
+    return _Sampler(nodes, fraction, min_nodes)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,6 @@ from fl_server.modelfile import arrays_from_state
 from fl_server.state import (
     CHECKPOINT_FILE,
     RunState,
-    latest_run_dir,
     load_checkpoint,
     save_checkpoint,
 )
@@ -141,28 +140,6 @@ def test_saving_again_replaces_the_checkpoint_atomically(artifacts: Path, key: b
     save_checkpoint(artifacts, state, key=key, config={})
     assert [p.name for p in artifacts.iterdir()] == [CHECKPOINT_FILE]
     assert load_checkpoint(artifacts / CHECKPOINT_FILE, key=key)[0].round == 4
-
-
-def test_latest_run_dir_picks_the_most_recent_checkpoint(artifacts: Path, key: bytes) -> None:
-    state = make_state()
-    for i, name in enumerate(["b-run", "c-run", "a-run"]):
-        path = save_checkpoint(artifacts / name, state, key=key, config={})
-        stamp = 1_700_000_000 + [100, 300, 200][i]
-        os.utime(path, (stamp, stamp))
-    assert latest_run_dir(artifacts) == artifacts / "c-run"
-
-
-def test_latest_run_dir_ignores_folders_without_a_checkpoint(artifacts: Path, key: bytes) -> None:
-    save_checkpoint(artifacts / "old", make_state(), key=key, config={})
-    os.utime(artifacts / "old" / CHECKPOINT_FILE, (1_700_000_000, 1_700_000_000))
-    (artifacts / "newer-but-empty").mkdir()
-    (artifacts / "newer-but-empty" / "history.json").write_text("[]")
-    assert latest_run_dir(artifacts) == artifacts / "old"
-
-
-def test_latest_run_dir_is_none_without_runs(artifacts: Path) -> None:
-    assert latest_run_dir(artifacts) is None
-    assert latest_run_dir(artifacts / "missing") is None
 
 
 def test_entry_creates_rounds_in_order_and_reuses_them() -> None:
