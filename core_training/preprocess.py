@@ -3,11 +3,14 @@
 Fitting is split in two so that a federation can fit on all silos without moving rows:
 
 1. :func:`compute_stats` reduces a table to plain sufficient statistics per column:
-   counts, sums, sums of squares and cubes, min and max, the same for ``log1p`` of the
-   column, class counts, and optionally a fixed-grid histogram for the median.
-2. :meth:`FeatureStats.merge` adds statistics of two silos. Every field is a sum, a
-   min or a max, so merging is exact and order-free: ``stats(A) + stats(B) ==
-   stats(A ∪ B)``.
+   counts, the mean with the second and third central moment sums (M2, M3), min and
+   max, the same for ``log1p`` of the column, class counts, and optionally a fixed-grid
+   histogram for the median.
+2. :meth:`FeatureStats.merge` joins statistics of two silos: counts and histograms add,
+   min and max combine, and the moments merge with the pairwise formula of Chan et al.,
+   so ``stats(A) + stats(B) == stats(A ∪ B)`` up to rounding (about 1e-12 relative),
+   in any order. Central moments rather than raw power sums keep that true for columns
+   with a large offset and a small spread (e.g. millisecond timestamps).
 3. :meth:`Preprocessor.fit` turns (merged) statistics into the transform.
 
 The histogram for median imputation uses one fixed grid on ``asinh(x)`` shared by all
@@ -53,16 +56,21 @@ def drop_duplicates(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 @dataclass
 class FeatureStats:
-    """Mergeable per-column statistics of one silo (or of many, once merged)."""
+    """Mergeable per-column statistics of one silo (or of many, once merged).
+
+    Moments are kept centred (mean and sums of powers of deviations from it) rather than
+    as raw power sums: a column such as millisecond timestamps near 1.7e12 with a spread
+    of one second has a raw sum of squares whose rounding error exceeds its variance.
+    """
 
     count: np.ndarray  # non-missing values per column
-    total: np.ndarray
-    total_sq: np.ndarray
-    total_cube: np.ndarray
+    mean: np.ndarray  # of the non-missing values; 0 where there are none
+    m2: np.ndarray  # sum of squared deviations from the mean
+    m3: np.ndarray  # sum of cubed deviations from the mean
     minimum: np.ndarray
     maximum: np.ndarray
-    log_total: np.ndarray  # of log1p(max(x, 0)), for columns that may be logged
-    log_total_sq: np.ndarray
+    log_mean: np.ndarray  # the same for log1p(max(x, 0)), for columns that may be logged
+    log_m2: np.ndarray
     class_counts: np.ndarray
     hist: np.ndarray | None = None  # (columns, HIST_BINS) on asinh(x)
     log_hist: np.ndarray | None = None
@@ -81,18 +89,27 @@ class FeatureStats:
                 f"{self.class_counts.size} classes with {other.count.size} / "
                 f"{other.class_counts.size}: the silos use different schemas"
             )
-        merged: dict[str, Any] = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "minimum":
-                merged[f.name] = np.fmin(a, b)
-            elif f.name == "maximum":
-                merged[f.name] = np.fmax(a, b)
-            elif a is None or b is None:
-                merged[f.name] = None
-            else:
-                merged[f.name] = a + b
-        return FeatureStats(**merged)
+        a, b = self, other
+        mean, m2, m3 = merge_moments((a.count, a.mean, a.m2, a.m3), (b.count, b.mean, b.m2, b.m3))
+        log_mean, log_m2, _ = merge_moments(
+            (a.count, a.log_mean, a.log_m2, np.zeros_like(a.log_m2)),
+            (b.count, b.log_mean, b.log_m2, np.zeros_like(b.log_m2)),
+        )
+        both = a.hist is not None and b.hist is not None
+        both_log = a.log_hist is not None and b.log_hist is not None
+        return FeatureStats(
+            count=a.count + b.count,
+            mean=mean,
+            m2=m2,
+            m3=m3,
+            minimum=np.fmin(a.minimum, b.minimum),
+            maximum=np.fmax(a.maximum, b.maximum),
+            log_mean=log_mean,
+            log_m2=log_m2,
+            class_counts=a.class_counts + b.class_counts,
+            hist=a.hist + b.hist if both else None,  # type: ignore[operator]
+            log_hist=a.log_hist + b.log_hist if both_log else None,  # type: ignore[operator]
+        )
 
     def to_dict(self) -> dict[str, list[float] | list[list[float]]]:
         """Plain lists, for JSON files and Flower records. Empty min/max are NaN."""
@@ -104,11 +121,56 @@ class FeatureStats:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureStats:
+        """Rebuild from :meth:`to_dict`; a ValueError names what is missing or malformed."""
+        required = [f.name for f in fields(cls) if f.name not in ("hist", "log_hist")]
+        missing = [name for name in required if data.get(name) is None]
+        if missing:
+            raise ValueError(
+                f"statistics lack {', '.join(missing)}; they come from another fedsilo "
+                "version or are damaged: compute them again with this version"
+            )
         values = {}
         for f in fields(cls):
             if f.name in data and data[f.name] is not None:
                 values[f.name] = np.asarray(data[f.name], dtype=np.float64)
+        columns = values["count"].shape
+        wrong = [
+            name
+            for name, v in values.items()
+            if name not in ("class_counts", "hist", "log_hist") and v.shape != columns
+        ]
+        if len(columns) != 1 or values["class_counts"].ndim != 1 or wrong:
+            raise ValueError(
+                f"statistics are malformed: {', '.join(wrong) or 'count or class_counts'} "
+                f"do not have one value per column ({columns})"
+            )
         return cls(**values)
+
+
+def merge_moments(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, M2 and M3 of two groups joined, from each group's (count, mean, M2, M3).
+
+    The pairwise update of Chan, Golub and LeVeque (1979), extended to the third moment
+    (Pébay 2008): it only ever combines deviations, so it keeps full precision for
+    columns with a large offset and a small spread, unlike raw power sums.
+    """
+    na, ma, m2a, m3a = a
+    nb, mb, m2b, m3b = b
+    n = na + nb
+    safe = np.where(n > 0, n, 1.0)
+    delta = mb - ma
+    mean = np.where(n > 0, ma + delta * nb / safe, 0.0)
+    m2 = m2a + m2b + delta**2 * na * nb / safe
+    m3 = (
+        m3a
+        + m3b
+        + delta**3 * na * nb * (na - nb) / safe**2
+        + 3 * delta * (na * m2b - nb * m2a) / safe
+    )
+    return mean, m2, m3
 
 
 def merge_stats(stats: list[FeatureStats]) -> FeatureStats:
@@ -131,21 +193,36 @@ def compute_stats(
     with np.errstate(all="ignore"):
         minimum = np.where(present.any(0), np.nanmin(np.where(present, X, np.inf), 0), np.nan)
         maximum = np.where(present.any(0), np.nanmax(np.where(present, X, -np.inf), 0), np.nan)
+    count = present.sum(0).astype(np.float64)
+    mean, m2, m3 = _centred_moments(X, present, count)
+    log_mean, log_m2, _ = _centred_moments(logged, present, count)
     stats = FeatureStats(
-        count=present.sum(0).astype(np.float64),
-        total=filled.sum(0),
-        total_sq=(filled**2).sum(0),
-        total_cube=(filled**3).sum(0),
+        count=count,
+        mean=mean,
+        m2=m2,
+        m3=m3,
         minimum=minimum,
         maximum=maximum,
-        log_total=logged.sum(0),
-        log_total_sq=(logged**2).sum(0),
+        log_mean=log_mean,
+        log_m2=log_m2,
         class_counts=np.bincount(y, minlength=num_classes).astype(np.float64),
     )
     if histograms:
         stats.hist = _histogram(X)
         stats.log_hist = _histogram(np.where(present, np.log1p(np.maximum(filled, 0.0)), np.nan))
     return stats
+
+
+def _centred_moments(
+    X: np.ndarray, present: np.ndarray, count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, M2, M3 per column over the present values, in two passes: the second pass
+    corrects the mean by the mean residual, so a large offset costs no precision."""
+    n = np.maximum(count, 1.0)
+    mean = np.where(present, X, 0.0).sum(0) / n
+    mean = mean + np.where(present, X - mean, 0.0).sum(0) / n
+    dev = np.where(present, X - mean, 0.0)
+    return mean, (dev**2).sum(0), (dev**3).sum(0)
 
 
 def _histogram(X: np.ndarray) -> np.ndarray:
@@ -157,6 +234,16 @@ def _histogram(X: np.ndarray) -> np.ndarray:
         idx = np.clip(col.astype(np.int64), 0, HIST_BINS - 1)
         out[j] = np.bincount(idx, minlength=HIST_BINS)
     return out
+
+
+def skewness(stats: FeatureStats) -> np.ndarray:
+    """Population skewness per column (0 for a constant or empty column)."""
+    n = np.maximum(stats.count, 1.0)
+    sd = np.sqrt(np.maximum(stats.m2 / n, 0.0))
+    # A spread below 1e-12 of the mean's size is rounding noise, not a shape.
+    tiny = np.maximum(1e-12, 1e-12 * np.abs(stats.mean))
+    with np.errstate(all="ignore"):
+        return np.where(sd > tiny, (stats.m3 / n) / np.maximum(sd, tiny) ** 3, 0.0)
 
 
 def histogram_median(hist: np.ndarray) -> np.ndarray:
@@ -201,15 +288,12 @@ class Preprocessor:
         n = np.maximum(stats.count, 1.0)
         cols = stats.count.size
         numeric = np.ones(cols, bool) if numeric is None else np.asarray(numeric, bool)
-        mean = stats.total / n
-        var = np.maximum(stats.total_sq / n - mean**2, 0.0)
-        sd = np.sqrt(var)
-        with np.errstate(all="ignore"):
-            third = stats.total_cube / n - 3 * mean * stats.total_sq / n + 2 * mean**3
-            skew = np.where(sd > 1e-12, third / np.maximum(sd, 1e-12) ** 3, 0.0)
+        mean = stats.mean
+        sd = np.sqrt(np.maximum(stats.m2 / n, 0.0))
+        skew = skewness(stats)
         log_mask = numeric & (stats.minimum >= 0) & (np.abs(skew) > skew_threshold)
-        log_mean = stats.log_total / n
-        log_sd = np.sqrt(np.maximum(stats.log_total_sq / n - log_mean**2, 0.0))
+        log_mean = stats.log_mean
+        log_sd = np.sqrt(np.maximum(stats.log_m2 / n, 0.0))
         mean = np.where(log_mask, log_mean, mean)
         sd = np.where(log_mask, log_sd, sd)
         if imputation == "median":

@@ -117,7 +117,10 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
         diff = schema_difference(Schema.from_dict(meta["schema"], source=path), schema)
         if diff:
             raise CLIError(f"{path}: the silo's schema differs from the federation's: {diff}")
-        parts.append(FeatureStats.from_dict(payload))
+        try:
+            parts.append(FeatureStats.from_dict(payload))
+        except ValueError as exc:
+            raise CLIError(f"{path}: {exc} (fl-client stats on that silo)") from None
     merged = merge_stats(parts)
     return merged, merged.num_rows
 

@@ -177,11 +177,12 @@ class RoundLoop:
                 log(WARNING, "Node %d could not compute statistics: %s", node, reply.error.reason)
                 continue
             info = reply.content[p.INFO]
-            answers[node] = (
-                str(info["schema_digest"]),
-                str(info["schema"]),
-                p.record_to_stats(reply.content[p.STATS]),
-            )
+            try:
+                stats = p.record_to_stats(reply.content[p.STATS])
+            except ValueError as exc:  # a malformed reply costs the node, not the run
+                log(WARNING, "Node %d sent unusable statistics: %s", node, exc)
+                continue
+            answers[node] = (str(info["schema_digest"]), str(info["schema"]), stats)
         if not answers:
             raise RunStopped("too-few-nodes", "no node answered the statistics query")
         digests = [d for d, _, _ in answers.values()]

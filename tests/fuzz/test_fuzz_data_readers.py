@@ -77,7 +77,7 @@ CELLS = st.one_of(
 
 def _check(table, path: Path) -> None:
     assert table.X.shape == (len(table), SCHEMA.num_features)
-    assert table.X.dtype == np.float32 and table.y.dtype == np.int64
+    assert table.X.dtype == np.float64 and table.y.dtype == np.int64
     assert ((table.y >= 0) & (table.y < SCHEMA.num_classes)).all()
     assert not np.isinf(table.X).any()
     assert str(path) in table.source
