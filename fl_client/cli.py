@@ -63,12 +63,8 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
     }
     counts = np.bincount(data.y, minlength=schema.num_classes)
     classes = {str(c): int(n) for c, n in zip(schema.classes, counts, strict=True)}
-    notes = [f"class {c!r} has no rows" for c, n in classes.items() if n == 0]
-    notes += [f"column {c!r} is missing in every row" for c, n in missing.items() if n == len(data)]
-    if duplicates:
-        notes.append(f"{duplicates} duplicate row(s) (dropped before training)")
-    if len(data) < 10:
-        notes.append(f"only {len(data)} rows: too few to hold out a validation split")
+    notes = [f"{duplicates} duplicate row(s) (dropped before training)"] if duplicates else []
+    problems = _unusable_because(classes, missing, len(data), len(data) - duplicates)
     return {
         "file": data.source,
         "rows": len(data),
@@ -78,8 +74,45 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
         "missing": missing,
         "classes": classes,
         "notes": notes,
-        "usable": True,
+        "problems": problems,
+        "usable": not problems,
     }
+
+
+def _unusable_because(
+    classes: dict[str, int], missing: dict[str, int], rows: int, distinct_rows: int
+) -> list[str]:
+    """Why a file that loads still cannot train a silo's share of the model, each with
+    what to do. A silo validates on a held-out split only from MIN_ROWS_TO_HOLD_OUT
+    distinct rows, and its metrics and class weights need every class present."""
+    from fl_client.silo import MIN_ROWS_TO_HOLD_OUT
+
+    problems = []
+    if distinct_rows < MIN_ROWS_TO_HOLD_OUT:
+        problems.append(
+            f"only {distinct_rows} distinct row(s): at least {MIN_ROWS_TO_HOLD_OUT} are needed "
+            "to hold out a validation split; add rows"
+        )
+    present = [c for c, n in classes.items() if n > 0]
+    if len(present) == 1:
+        problems.append(f"every row is of class {present[0]!r}; the model cannot learn to tell")
+    problems += [
+        f"class {c!r} of the schema has no row; add rows of it or remove it from the schema"
+        for c, n in classes.items()
+        if n == 0
+    ]
+    problems += [
+        f"column {c!r} is missing in every row; fill it in or remove it from the schema"
+        for c, n in missing.items()
+        if n == rows
+    ]
+    return problems
+
+
+def check_data_verdict(r: dict[str, Any]) -> str | None:
+    if r["usable"]:
+        return None
+    return f"{r['file']} is not usable: " + "; ".join(r["problems"])
 
 
 def check_data_text(r: dict[str, Any]) -> str:
@@ -104,7 +137,8 @@ def check_data_text(r: dict[str, Any]) -> str:
     else:
         lines.append("missing values: none")
     lines += [f"note: {n}" for n in r["notes"]]
-    lines.append("usable: yes")
+    lines += [f"problem: {n}" for n in r["problems"]]
+    lines.append("usable: yes" if r["usable"] else "usable: no")
     return "\n".join(lines)
 
 
@@ -326,6 +360,7 @@ COMMANDS = [
         check_data,
         check_data_text,
         data="required",
+        verdict=check_data_verdict,
     ),
     Command(
         "stats",

@@ -22,6 +22,10 @@ from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
 from simulations.partition import partition
 
+# Fewer distinct rows than this and a silo validates on its training rows: a held-out
+# split would be one or two rows, whose accuracy means nothing.
+MIN_ROWS_TO_HOLD_OUT = 10
+
 
 @dataclass(frozen=True)
 class Silo:
@@ -156,7 +160,7 @@ def _local_split(
     ledger_path: Path | None,
 ) -> Silo:
     table, dropped = deduplicate(table, TrainConfig(drop_duplicates=drop_duplicates))
-    if len(table) >= 10:
+    if len(table) >= MIN_ROWS_TO_HOLD_OUT:
         train, val = split(table, test_fraction=val_fraction, seed=seed)
     else:  # too small to hold out: validate on the training rows (reported as such)
         train, val = table, table
