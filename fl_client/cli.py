@@ -177,8 +177,8 @@ def stats_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
 def stats_text(r: dict[str, Any]) -> str:
     return (
-        f"wrote {r['path']}: counts and sums of {r['rows']} training rows of {r['silo']} "
-        "(no rows); give it to the server for fl-server init --stats"
+        f"wrote {r['path']}: counts, means and deviation sums of {r['rows']} training rows "
+        f"of {r['silo']} (no rows); give it to the server for fl-server init --stats"
     )
 
 
@@ -364,7 +364,7 @@ COMMANDS = [
     ),
     Command(
         "stats",
-        "write this silo's plain statistics (counts and sums, never rows) for fl-server init",
+        "write this silo's plain statistics (counts and moments, never rows) for fl-server init",
         "fl-client stats --data hospital-a.csv --schema schema.toml --out hospital-a.stats",
         stats_cmd,
         stats_text,
