@@ -144,7 +144,26 @@ class FeatureStats:
                 f"statistics are malformed: {', '.join(wrong) or 'count or class_counts'} "
                 f"do not have one value per column ({columns})"
             )
-        return cls(**values)
+        stats = cls(**values)
+        problem = stats.inconsistency()
+        if problem:
+            raise ValueError(f"statistics are inconsistent: {problem}")
+        return stats
+
+    def inconsistency(self) -> str:
+        """What no table's statistics could look like ("" when nothing): a silo's
+        numbers are checked before they shape everyone's preprocessing."""
+        counts = np.concatenate([self.count, self.class_counts])
+        if not np.isfinite(counts).all() or (counts < 0).any() or (counts % 1 != 0).any():
+            return "counts must be non-negative whole numbers"
+        if (self.count > self.num_rows).any():
+            return "a column has more values than the table has rows"
+        moments = np.concatenate([self.mean, self.m2, self.m3, self.log_mean, self.log_m2])
+        if not np.isfinite(moments).all():
+            return "means and deviation sums must be finite"
+        if (self.m2 < 0).any() or (self.log_m2 < 0).any():
+            return "sums of squared deviations must be non-negative"
+        return ""
 
 
 def merge_moments(
