@@ -90,19 +90,19 @@ def _unusable_because(
     problems = []
     if distinct_rows < MIN_ROWS_TO_HOLD_OUT:
         problems.append(
-            f"only {distinct_rows} distinct row(s): at least {MIN_ROWS_TO_HOLD_OUT} are needed "
-            "to hold out a validation split; add rows"
+            f"only {distinct_rows} distinct row(s), at least {MIN_ROWS_TO_HOLD_OUT} are needed "
+            "to hold out a validation split: add rows"
         )
     present = [c for c, n in classes.items() if n > 0]
     if len(present) == 1:
-        problems.append(f"every row is of class {present[0]!r}; the model cannot learn to tell")
+        problems.append(f"every row is of class {present[0]!r}, so the model learns no other")
     problems += [
-        f"class {c!r} of the schema has no row; add rows of it or remove it from the schema"
+        f"class {c!r} of the schema has no row: add rows of it or remove it from the schema"
         for c, n in classes.items()
         if n == 0
     ]
     problems += [
-        f"column {c!r} is missing in every row; fill it in or remove it from the schema"
+        f"column {c!r} is missing in every row: fill it in or remove it from the schema"
         for c, n in missing.items()
         if n == rows
     ]

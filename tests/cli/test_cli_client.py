@@ -52,7 +52,7 @@ def test_check_data_refuses_three_rows_with_exit_2_and_says_why(ws: Workspace) -
     report = json.loads(call("fl-client", "check-data", "--data", path, "--schema", ws.schema,
                              "--json").out)  # fmt: skip
     assert report["usable"] is False and report["rows"] == 3
-    assert report["problems"][0].startswith("only 3 distinct row(s)")
+    assert report["problems"][0].startswith("only 3 distinct row(s), at least 10")
 
 
 def test_check_data_counts_distinct_rows_towards_the_ten_needed(ws: Workspace) -> None:
@@ -70,8 +70,8 @@ def test_check_data_refuses_a_schema_class_without_rows(ws: Workspace) -> None:
     assert result.code == 2
     assert report["usable"] is False and report["classes"]["0"] == 0
     assert report["problems"] == [
-        "every row is of class '1'; the model cannot learn to tell",
-        "class '0' of the schema has no row; add rows of it or remove it from the schema",
+        "every row is of class '1', so the model learns no other",
+        "class '0' of the schema has no row: add rows of it or remove it from the schema",
     ]
     assert "problem: class '0' of the schema has no row" in result.out
     assert "usable: no" in result.out
@@ -89,7 +89,7 @@ def test_check_data_refuses_a_column_missing_in_every_row(ws: Workspace) -> None
     result, report = _check(ws, path)
     assert result.code == 2 and report["usable"] is False
     assert report["problems"] == [
-        "column 'mean area' is missing in every row; fill it in or remove it from the schema"
+        "column 'mean area' is missing in every row: fill it in or remove it from the schema"
     ]
 
 
