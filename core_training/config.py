@@ -14,6 +14,7 @@ from typing import Any
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine")
 CLASS_WEIGHTING = ("none", "balanced")
+RESAMPLING = ("none", "over", "under")
 MODELS = ("auto", "mlp", "cnn")
 IMPUTATION = ("mean", "median")
 
@@ -35,6 +36,8 @@ class TrainConfig:
     dropout: float = 0.1
     label_smoothing: float = 0.0
     class_weighting: str = "balanced"
+    # Balance classes among the training rows only (validation rows are never repeated).
+    resampling: str = "none"
     input_noise_std: float = 0.0
     max_grad_norm: float = 0.0  # 0 disables clipping
     lr_schedule: str = "none"
@@ -79,6 +82,7 @@ class TrainConfig:
         require_choice("optimizer", self.optimizer, OPTIMIZERS)
         require_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
         require_choice("class-weighting", self.class_weighting, CLASS_WEIGHTING)
+        require_choice("resampling", self.resampling, RESAMPLING)
         require_choice("model", self.model, MODELS)
         require_choice("imputation", self.imputation, IMPUTATION)
         dev = self.device

@@ -26,7 +26,12 @@ MAX_LISTED_PROBLEMS = 20
 
 @dataclass
 class Table:
-    """Encoded features (float32, NaN where missing), class indices and their schema."""
+    """Encoded features, class indices and their schema.
+
+    Features are float64 with NaN where missing. They stay float64 until standardized:
+    float32 spaces values near 1.7e12 (millisecond timestamps) 131,072 apart, which
+    would erase a column's whole spread before cleaning ever sees it.
+    """
 
     X: np.ndarray
     y: np.ndarray
@@ -186,7 +191,7 @@ def _encode(
     y = _encode_label(schema, columns[schema.label], lines, row_word, problems)
     if problems:
         raise _data_error(path, problems)
-    X = np.concatenate(blocks, axis=1).astype(np.float32)
+    X = np.concatenate(blocks, axis=1).astype(np.float64)
     return Table(X, y, schema, str(path))
 
 
@@ -343,7 +348,7 @@ def load_builtin(name: str, **params: Any) -> Table:
         )
     classes = tuple(int(c) for c in np.unique(bunch.target))
     schema = Schema("target", classes, tuple(Feature(n) for n in names), shape)
-    return Table(bunch.data.astype(np.float32), bunch.target.astype(np.int64), schema, name)
+    return Table(bunch.data.astype(np.float64), bunch.target.astype(np.int64), schema, name)
 
 
 def synthetic(
@@ -381,4 +386,4 @@ def synthetic(
     schema = Schema(
         "target", tuple(range(classes)), tuple(Feature(f"x{i}") for i in range(features))
     )
-    return Table(X.astype(np.float32), y.astype(np.int64), schema, "synthetic")
+    return Table(X.astype(np.float64), y.astype(np.int64), schema, "synthetic")

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+# DP-SGD's accounting counts each row once, at the sample rate of the rows it was given:
+# a repeated row is one person sampled more often than accounted, and a shrunken table
+# a higher sample rate than planned.
+RESAMPLING_UNDER_DP = (
+    "setting 'resampling' must be none under differential privacy: repeated or dropped rows "
+    "would make the spent epsilon wrong; use class-weighting = balanced instead"
+)
+
 
 def class_weights(counts: np.ndarray | list[float], mode: str = "balanced") -> np.ndarray:
     """Per-class loss weights from class counts.

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from .config import TrainConfig
 from .metrics import balanced_accuracy, confusion_matrix, macro_f1, per_class_recall
+from .sampling import RESAMPLING_UNDER_DP, resample_classes
 
 # privatize(model, optimizer, loader, criterion) -> (model, optimizer, loader, criterion)
 Privatize = Callable[
@@ -65,7 +66,14 @@ def fit(
     ``proximal_mu`` > 0 adds FedProx's ``mu/2 * ||w - w_start||^2`` with ``w_start``
     the weights the model had on entry (the global model in a federated round).
     ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. for a progress bar.
+    ``config.resampling`` balances the classes of (X, y) first: resampling here, where
+    only training rows arrive, keeps validation rows from ever being duplicated.
     """
+    num_examples = len(y)  # distinct training rows, whatever resampling makes of them
+    if config.resampling != "none":
+        if privatize is not None:
+            raise ValueError(RESAMPLING_UNDER_DP)
+        X, y = resample_classes(X, y, mode=config.resampling, seed=config.seed)
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -141,7 +149,8 @@ def fit(
     metrics: dict[str, float | int | str] = {
         "train_loss": loss_sum / max(seen, 1),
         "train_accuracy": correct / max(seen, 1),
-        "num_examples": len(y),
+        "num_examples": num_examples,
+        "rows_trained": len(y),
         "steps": steps,
         "epochs": config.local_epochs,
         "seconds": time.perf_counter() - started,

@@ -63,12 +63,8 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
     }
     counts = np.bincount(data.y, minlength=schema.num_classes)
     classes = {str(c): int(n) for c, n in zip(schema.classes, counts, strict=True)}
-    notes = [f"class {c!r} has no rows" for c, n in classes.items() if n == 0]
-    notes += [f"column {c!r} is missing in every row" for c, n in missing.items() if n == len(data)]
-    if duplicates:
-        notes.append(f"{duplicates} duplicate row(s) (dropped before training)")
-    if len(data) < 10:
-        notes.append(f"only {len(data)} rows: too few to hold out a validation split")
+    notes = [f"{duplicates} duplicate row(s) (dropped before training)"] if duplicates else []
+    problems = _unusable_because(classes, missing, len(data), len(data) - duplicates)
     return {
         "file": data.source,
         "rows": len(data),
@@ -78,9 +74,46 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
         "missing": missing,
         "classes": classes,
         "notes": notes,
-        "usable": True,
+        "problems": problems,
+        "usable": not problems,
         "policy": _policy(args).describe(),
     }
+
+
+def _unusable_because(
+    classes: dict[str, int], missing: dict[str, int], rows: int, distinct_rows: int
+) -> list[str]:
+    """Why a file that loads still cannot train a silo's share of the model, each with
+    what to do. A silo validates on a held-out split only from MIN_ROWS_TO_HOLD_OUT
+    distinct rows, and its metrics and class weights need every class present."""
+    from fl_client.silo import MIN_ROWS_TO_HOLD_OUT
+
+    problems = []
+    if distinct_rows < MIN_ROWS_TO_HOLD_OUT:
+        problems.append(
+            f"only {distinct_rows} distinct row(s), at least {MIN_ROWS_TO_HOLD_OUT} are needed "
+            "to hold out a validation split: add rows"
+        )
+    present = [c for c, n in classes.items() if n > 0]
+    if len(present) == 1:
+        problems.append(f"every row is of class {present[0]!r}, so the model learns no other")
+    problems += [
+        f"class {c!r} of the schema has no row: add rows of it or remove it from the schema"
+        for c, n in classes.items()
+        if n == 0
+    ]
+    problems += [
+        f"column {c!r} is missing in every row: fill it in or remove it from the schema"
+        for c, n in missing.items()
+        if n == rows
+    ]
+    return problems
+
+
+def check_data_verdict(r: dict[str, Any]) -> str | None:
+    if r["usable"]:
+        return None
+    return f"{r['file']} is not usable: " + "; ".join(r["problems"])
 
 
 def check_data_text(r: dict[str, Any]) -> str:
@@ -105,8 +138,8 @@ def check_data_text(r: dict[str, Any]) -> str:
     else:
         lines.append("missing values: none")
     lines += [f"note: {n}" for n in r["notes"]]
-    lines.append("usable: yes")
-    lines.append(r["policy"])
+    lines += [f"problem: {n}" for n in r["problems"]]
+    lines.append("usable: yes" if r["usable"] else "usable: no")
     return "\n".join(lines)
 
 
@@ -158,8 +191,8 @@ def stats_cmd(args: argparse.Namespace) -> dict[str, Any]:
 
 def stats_text(r: dict[str, Any]) -> str:
     return (
-        f"wrote {r['path']}: counts and sums of {r['rows']} training rows of {r['silo']} "
-        "(no rows); give it to the server for fl-server init --stats"
+        f"wrote {r['path']}: counts, means and deviation sums of {r['rows']} training rows "
+        f"of {r['silo']} (no rows); give it to the server for fl-server init --stats"
     )
 
 
@@ -362,10 +395,11 @@ COMMANDS = [
         check_data_text,
         [_POLICY],
         data="required",
+        verdict=check_data_verdict,
     ),
     Command(
         "stats",
-        "write this silo's plain statistics (counts and sums, never rows) for fl-server init",
+        "write this silo's plain statistics (counts and moments, never rows) for fl-server init",
         "fl-client stats --data hospital-a.csv --schema schema.toml --out hospital-a.stats",
         stats_cmd,
         stats_text,

@@ -25,6 +25,7 @@ from core_training.config import TrainConfig
 from core_training.data import Table
 from core_training.pipeline import fit_preparation, local_stats
 from core_training.preprocess import Preprocessor
+from core_training.sampling import RESAMPLING_UNDER_DP
 from core_training.trainer import evaluate, fit
 from fl_common import protocol as p
 from fl_common.settings import RunSettings
@@ -220,6 +221,8 @@ def train_round(
 
     if ledger is None:
         raise ValueError("a private round needs the silo's privacy ledger")
+    if config.resampling != "none":  # refused before the ledger reserves anything
+        raise ValueError(RESAMPLING_UNDER_DP)
     session = DPSession(
         max_grad_norm=dp.max_grad_norm,
         delta=dp.delta,

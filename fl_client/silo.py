@@ -46,6 +46,9 @@ NODE_CONFIG_KEYS = (
     "partition-id",
     "num-partitions",
 )
+# Fewer distinct rows than this and a silo validates on its training rows: a held-out
+# split would be one or two rows, whose accuracy means nothing.
+MIN_ROWS_TO_HOLD_OUT = 10
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def _local_split(
     home: Path | None = None,
 ) -> Silo:
     table, dropped = deduplicate(table, TrainConfig(drop_duplicates=drop_duplicates))
-    if len(table) >= 10:
+    if len(table) >= MIN_ROWS_TO_HOLD_OUT:
         train, val = split(table, test_fraction=val_fraction, seed=seed)
     else:  # too small to hold out: validate on the training rows (reported as such)
         train, val = table, table

@@ -71,7 +71,9 @@ class Command:
     """A subcommand: ``run(args)`` returns a JSON-able dict; ``render`` turns it into text.
 
     ``key``, ``data`` (``"required"``, ``"optional"`` or None) and ``settings`` add the
-    common flags, so they are spelled the same in every command.
+    common flags, so they are spelled the same in every command. ``verdict(result)``,
+    where given, returns the one-line error of a result that is a failure (exit 2 after
+    the result is printed, so a report still shows why), or None.
     """
 
     name: str
@@ -83,6 +85,7 @@ class Command:
     key: bool = False
     data: str | None = None
     settings: bool = False
+    verdict: Callable[[dict[str, Any]], str | None] | None = None
 
 
 class Parser(argparse.ArgumentParser):
@@ -166,6 +169,10 @@ def run_cli(parser: Parser, argv: Sequence[str] | None = None) -> int:
                 sys.stderr.write(f"  {detail}\n")
             return status
     sys.stdout.write((to_json(result) if args.json else cmd.render(result)).rstrip("\n") + "\n")
+    failure = cmd.verdict(result) if cmd.verdict else None
+    if failure:
+        sys.stderr.write(f"error: {one_line(failure)}\n")
+        return 2
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from core_training.config import ConfigError, TrainConfig, coerce_value, require, require_choice
 from core_training.data import BUILTIN_DATASETS
+from core_training.sampling import RESAMPLING_UNDER_DP
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
 PARTITIONERS = ("iid", "dirichlet", "quantity")
@@ -223,4 +224,7 @@ def from_run_config(run_config: dict[str, Any]) -> tuple[RunSettings, TrainConfi
                 f"training: {', '.join(TrainConfig.keys())})"
             )
         run_kwargs[name] = coerce_value(key, value, type(getattr(RunSettings(), name)))
-    return RunSettings(**run_kwargs), TrainConfig.from_dict(train_values)
+    settings, config = RunSettings(**run_kwargs), TrainConfig.from_dict(train_values)
+    if settings.dp and config.resampling != "none":  # refused before any round starts
+        raise ConfigError(RESAMPLING_UNDER_DP)
+    return settings, config

@@ -73,6 +73,8 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
     schema = data.schema if data is not None else Schema.load(args.schema) if args.schema else None
     if schema is None:
         raise CLIError("init needs the federation's schema: --schema FILE or --dataset NAME")
+    if not args.stats and data is None and not args.per_silo_preprocessing:
+        raise CLIError(NO_SHARED_STATISTICS)
     spec = model_spec_for(schema, config)
     torch.manual_seed(config.seed)
     state = build_model(spec).state_dict()
@@ -85,7 +87,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         stats = local_stats(data, config)
         source = f"fitted on {data.source} ({len(data)} rows)"
     else:
-        stats, source = None, "none: each silo fits its own (give --stats or data to share one)"
+        stats, source = None, "none: each silo fits its own (--per-silo-preprocessing)"
     if stats is not None:
         meta["preprocessing"] = _prep_metadata(*fit_preparation(stats, schema, config))
     meta["preprocessing_source"] = source
@@ -99,6 +101,15 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         "preprocessing": source,
         "train_config": config.to_dict(),
     }
+
+
+# Silos that standardize with their own means and spreads feed the averaged model
+# differently scaled inputs: a weight means something else in every silo.
+NO_SHARED_STATISTICS = (
+    "init needs statistics every silo shares: run fl-client stats on each silo and pass the "
+    "files with --stats (or fit on the server's own data with --data/--dataset); "
+    "--per-silo-preprocessing lets each silo standardize on its own instead"
+)
 
 
 def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
@@ -117,7 +128,10 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
         diff = schema_difference(Schema.from_dict(meta["schema"], source=path), schema)
         if diff:
             raise CLIError(f"{path}: the silo's schema differs from the federation's: {diff}")
-        parts.append(FeatureStats.from_dict(payload))
+        try:
+            parts.append(FeatureStats.from_dict(payload))
+        except ValueError as exc:
+            raise CLIError(f"{path}: {exc} (fl-client stats on that silo)") from None
     merged = merge_stats(parts)
     return merged, merged.num_rows
 
@@ -483,6 +497,12 @@ COMMANDS = [
                 nargs="+",
                 metavar="FILE",
                 help="silos' statistics files (fl-client stats): fit the shared preprocessing",
+            ),
+            arg(
+                "--per-silo-preprocessing",
+                action="store_true",
+                help="without --stats or data: let each silo standardize with its own "
+                "statistics (its inputs are then scaled differently from the others')",
             ),
         ],
         key=True,

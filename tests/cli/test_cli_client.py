@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
+from cli_helpers import FAST, Result, Round, Workspace, assert_one_line_error, call, run_cli
 
 from privacy import keys, store
 from privacy.keys import load_key_file
@@ -22,6 +22,76 @@ def test_check_data_summarizes_a_usable_file(ws: Workspace) -> None:
     assert report["rows"] == 143 and sum(report["classes"].values()) == 143
     assert len(report["missing"]) == 30
     assert report["duplicates"] == 0 and all(v == 0 for v in report["missing"].values())
+    assert report["usable"] is True and report["problems"] == []
+
+
+def _first_silo(ws: Workspace) -> tuple[str, list[str]]:
+    header, *rows = ws.silos[0].read_text().splitlines()
+    return header, rows
+
+
+def _write(ws: Workspace, name: str, header: str, rows: list[str]) -> Path:
+    path = ws.root / "data" / name
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def _check(ws: Workspace, path: Path) -> tuple[Result, dict]:
+    args = ("check-data", "--data", path, "--schema", ws.schema)
+    return call("fl-client", *args), json.loads(call("fl-client", *args, "--json").out)
+
+
+def test_check_data_refuses_three_rows_with_exit_2_and_says_why(ws: Workspace) -> None:
+    header, rows = _first_silo(ws)
+    path = _write(ws, "three.csv", header, rows[:3])
+    result = run_cli(ws, "fl-client", "check-data", "--data", path, "--schema", ws.schema)
+    assert result.code == 2, result
+    assert "rows        3" in result.out and "usable: no" in result.out
+    assert len(result.err_lines) == 1 and "Traceback" not in result.err
+    assert result.err_lines[0].startswith(f"error: {path} is not usable: only 3 distinct row(s)")
+    assert "at least 10" in result.err_lines[0]
+    report = json.loads(call("fl-client", "check-data", "--data", path, "--schema", ws.schema,
+                             "--json").out)  # fmt: skip
+    assert report["usable"] is False and report["rows"] == 3
+    assert report["problems"][0].startswith("only 3 distinct row(s), at least 10")
+
+
+def test_check_data_counts_distinct_rows_towards_the_ten_needed(ws: Workspace) -> None:
+    header, rows = _first_silo(ws)
+    path = _write(ws, "copies.csv", header, rows[:4] * 3)  # 12 rows, 4 distinct
+    result, report = _check(ws, path)
+    assert result.code == 2 and report["rows"] == 12 and report["duplicates"] == 8
+    assert any(p.startswith("only 4 distinct row(s)") for p in report["problems"])
+
+
+def test_check_data_refuses_a_schema_class_without_rows(ws: Workspace) -> None:
+    header, rows = _first_silo(ws)
+    path = _write(ws, "one-class.csv", header, [r for r in rows if r.split(",")[-1] == "1"])
+    result, report = _check(ws, path)
+    assert result.code == 2
+    assert report["usable"] is False and report["classes"]["0"] == 0
+    assert report["problems"] == [
+        "every row is of class '1', so the model learns no other",
+        "class '0' of the schema has no row: add rows of it or remove it from the schema",
+    ]
+    assert "problem: class '0' of the schema has no row" in result.out
+    assert "usable: no" in result.out
+    assert result.err_lines == [f"error: {path} is not usable: " + "; ".join(report["problems"])]
+
+
+def test_check_data_refuses_a_column_missing_in_every_row(ws: Workspace) -> None:
+    header, rows = _first_silo(ws)
+    emptied = []
+    for row in rows:
+        cells = row.split(",")
+        cells[header.split(",").index("mean area")] = ""
+        emptied.append(",".join(cells))
+    path = _write(ws, "no-area.csv", header, emptied)
+    result, report = _check(ws, path)
+    assert result.code == 2 and report["usable"] is False
+    assert report["problems"] == [
+        "column 'mean area' is missing in every row: fill it in or remove it from the schema"
+    ]
 
 
 def test_check_data_counts_missing_values_and_duplicates(ws: Workspace) -> None:

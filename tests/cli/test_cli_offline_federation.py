@@ -14,9 +14,6 @@ import pytest
 import torch
 from cli_helpers import FAST, Round, Workspace, call
 
-from fl_common.protocol import record_to_numpy
-from fl_common.settings import RunSettings
-from fl_server.aggregation import Update, aggregate, make_strategy
 from fl_server.cli import OFFLINE_STRATEGIES
 from privacy import store
 from privacy.keys import load_key_file
@@ -121,39 +118,66 @@ def test_text_output_names_each_rejected_update(first_round: Round) -> None:
     assert "1 rejected" in result.out
 
 
-@pytest.mark.parametrize("strategy", OFFLINE_STRATEGIES)
-def test_offline_aggregation_equals_the_server_apps(first_round: Round, strategy: str) -> None:
+@pytest.fixture(scope="module")
+def four_updates(first_round: Round) -> tuple[list[Path], list[dict[str, np.ndarray]], list[int]]:
+    """The round's three updates and a fourth from a smaller silo (fewer examples), with
+    their weights and example counts as read from the files."""
     ws = first_round.ws
+    header, *rows = ws.silos[0].read_text().splitlines()
+    small = ws.root / "data" / "silo-small.csv"
+    small.write_text("\n".join([header, *rows[:60]]) + "\n")
+    out = ws.path("updates", "r1-small.bin")
+    done = call(
+        "fl-client", "train", "--model", first_round.model, "--data", small,
+        "--schema", ws.schema, "--out", out, "--key-file", ws.key,
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    paths = [*first_round.updates, out]
     key = load_key_file(ws.key)
-    out = ws.path(f"agg-{strategy}.bin")
-    aggregate_files(ws, first_round.updates, out, "--strategy", strategy)
-    got, meta = store.load_state(out, key=key, kind="model")
-    updates = []
-    for path in first_round.updates:
-        state, umeta = store.load_state(path, key=key, kind="update")
-        arrays = {k: v.numpy() for k, v in state.items()}
-        updates.append(Update(str(path), arrays, umeta["num_examples"]))
-    want = record_to_numpy(aggregate(make_strategy(RunSettings(), strategy=strategy), 1, updates))
-    assert set(got) == set(want)
-    for name, value in want.items():
-        np.testing.assert_allclose(got[name].numpy(), value, rtol=1e-6, atol=1e-7)
-    assert meta["aggregation"]["strategy"] == strategy
-
-
-def test_fedavg_weights_updates_by_their_example_counts(first_round: Round) -> None:
-    ws = first_round.ws
-    key = load_key_file(ws.key)
-    out = ws.path("weighted.bin")
-    aggregate_files(ws, first_round.updates, out)
-    got, _ = store.load_state(out, key=key, kind="model")
-    states, counts = [], []
-    for path in first_round.updates:
+    arrays, counts = [], []
+    for path in paths:
         state, meta = store.load_state(path, key=key, kind="update")
-        states.append(state)
-        counts.append(meta["num_examples"])
-    name = next(iter(got))
-    want = sum(s[name].double() * n for s, n in zip(states, counts, strict=True)) / sum(counts)
-    np.testing.assert_allclose(got[name].numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+        arrays.append({k: v.double().numpy() for k, v in state.items()})
+        counts.append(int(meta["num_examples"]))
+    assert len(set(counts)) == 2  # unequal weights, or fedavg would be a plain mean
+    return paths, arrays, counts
+
+
+def _krum_choice(arrays: list[dict[str, np.ndarray]], malicious: int) -> int:
+    """Blanchard et al. (2017): the update whose n - f - 2 nearest others are closest
+    in squared L2 distance over all weights."""
+    flat = np.stack([np.concatenate([a[k].ravel() for k in sorted(a)]) for a in arrays])
+    dist = ((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1)
+    nearest = max(1, len(arrays) - malicious - 2)
+    scores = [np.sort(np.delete(row, i))[:nearest].sum() for i, row in enumerate(dist)]
+    return int(np.argmin(scores))
+
+
+def _expected(strategy: str, arrays: list[dict[str, np.ndarray]], counts: list[int], name: str):
+    stack = np.stack([a[name] for a in arrays])
+    if strategy == "fedavg":
+        return np.tensordot(np.asarray(counts, float), stack, axes=1) / sum(counts)
+    if strategy == "fedmedian":
+        return np.median(stack, axis=0)
+    if strategy == "trimmed-mean":  # beta 0.25 of 4 updates: drop the extremes per weight
+        return np.sort(stack, axis=0)[1:3].mean(axis=0)
+    return arrays[_krum_choice(arrays, 0)][name]
+
+
+@pytest.mark.parametrize("strategy", OFFLINE_STRATEGIES)
+def test_offline_aggregation_matches_each_rule_computed_in_numpy(
+    first_round: Round, four_updates: tuple, strategy: str
+) -> None:
+    ws = first_round.ws
+    paths, arrays, counts = four_updates
+    out = ws.path(f"agg-{strategy}.bin")
+    aggregate_files(ws, paths, out, "--strategy", strategy, "--trimmed-beta", "0.25")
+    got, meta = store.load_state(out, key=load_key_file(ws.key), kind="model")
+    assert set(got) == set(arrays[0])
+    for name in arrays[0]:
+        want = _expected(strategy, arrays, counts, name)
+        np.testing.assert_allclose(got[name].numpy(), want, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert meta["aggregation"]["strategy"] == strategy
 
 
 def update_from_new_model(ws: Workspace, name: str, *init_args: str) -> Path:

@@ -45,11 +45,21 @@ def test_init_writes_a_model_with_spec_schema_and_preprocessing(ws: Workspace) -
     assert meta["train_config"]["local-epochs"] == 3 and meta["train_config"]["seed"] == 3
 
 
-def test_init_with_only_a_schema_leaves_preprocessing_to_the_silos(ws: Workspace) -> None:
+def test_init_with_only_a_schema_refuses_and_says_how_to_get_statistics(ws: Workspace) -> None:
+    out = ws.path("bare.bin")
+    result = run_cli(ws, "fl-server", "init", "--schema", ws.schema, "--out", out,
+                     "--key-file", ws.key)  # fmt: skip
+    assert_one_line_error(result, "fl-client stats on each silo", "--stats")
+    assert "--per-silo-preprocessing" in result.err
+    assert not out.exists()
+
+
+def test_init_leaves_preprocessing_to_the_silos_only_when_asked(ws: Workspace) -> None:
     out = ws.path("bare.bin")
     result = call(
-        "fl-server", "init", "--schema", ws.schema, "--out", out, "--key-file", ws.key, "--json"
-    )
+        "fl-server", "init", "--schema", ws.schema, "--per-silo-preprocessing", "--out", out,
+        "--key-file", ws.key, "--json",
+    )  # fmt: skip
     assert result.code == 0, result.err
     assert json.loads(result.out)["preprocessing"].startswith("none")
     assert "preprocessing" not in store.read_info(out, key=load_key_file(ws.key))["metadata"]
@@ -106,10 +116,11 @@ def test_evaluate_text_output_lists_per_class_recall(first_round: Round) -> None
 
 def test_evaluate_without_preprocessing_in_the_file_fits_and_says_so(ws: Workspace) -> None:
     bare = ws.path("bare.bin")
-    assert (
-        call("fl-server", "init", "--schema", ws.schema, "--out", bare, "--key-file", ws.key).code
-        == 0
-    )
+    init = call(
+        "fl-server", "init", "--schema", ws.schema, "--per-silo-preprocessing",
+        "--out", bare, "--key-file", ws.key,
+    )  # fmt: skip
+    assert init.code == 0, init.err
     result = call(
         "fl-server", "evaluate", bare, "--data", ws.test, "--schema", ws.schema,
         "--key-file", ws.key, "--json",

@@ -22,7 +22,7 @@ def test_csv_round_trip_of_builtin_set_gives_the_same_arrays(tmp_path: Path, nam
 
     loaded = load_table(data, schema)
 
-    assert loaded.X.dtype == np.float32
+    assert loaded.X.dtype == np.float64
     np.testing.assert_array_equal(loaded.X, table.X)
     np.testing.assert_array_equal(loaded.y, table.y)
     assert loaded.feature_names == table.feature_names

@@ -314,3 +314,27 @@ def test_preprocessor_survives_a_json_round_trip() -> None:
     assert restored.log_mask.dtype == bool
     _assert_preprocessors_equal(restored, pre)
     np.testing.assert_array_equal(restored.transform(X), pre.transform(X))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("m2", -1.0, "non-negative"),
+        ("count", 2.5, "whole numbers"),
+        ("count", 1e6, "more values than the table has rows"),
+        ("mean", float("inf"), "finite"),
+    ],
+)
+def test_impossible_stats_are_refused_when_read(field: str, value: float, words: str) -> None:
+    X, y = _table_with_gaps()
+    data = compute_stats(X, y, 2).to_dict()
+    data[field] = [value] * len(data[field])
+    with pytest.raises(ValueError, match=words):
+        FeatureStats.from_dict(data)
+
+
+def test_stats_from_another_version_are_refused_by_name() -> None:
+    data = compute_stats(np.ones((3, 2)), np.zeros(3, dtype=np.int64), 2).to_dict()
+    del data["m2"], data["m3"]
+    with pytest.raises(ValueError, match="lack m2, m3"):
+        FeatureStats.from_dict(data)

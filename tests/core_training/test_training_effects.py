@@ -129,3 +129,46 @@ def test_dropout_changes_training(wine: tuple[np.ndarray, np.ndarray]) -> None:
     fit(plain, X, y, TrainConfig(local_epochs=1))
     fit(dropped, X, y, TrainConfig(local_epochs=1))
     assert not torch.equal(_flat(plain), _flat(dropped))
+
+
+def test_oversampling_raises_minority_recall() -> None:
+    table = load_builtin("synthetic", rows=2000, features=10, minority_fraction=0.05, seed=0)
+    train, test = split(table, test_fraction=0.3, seed=0)
+    assert np.bincount(test.y)[1] >= 30
+
+    def minority_recall(resampling: str) -> float:
+        config = TrainConfig(
+            local_epochs=10,
+            batch_size=64,
+            learning_rate=0.01,
+            class_weighting="none",
+            resampling=resampling,
+        )
+        prepared = prepare_local(train, config)
+        model = _mlp(10, 2)
+        fit(model, prepared.X, prepared.y, config)
+        metrics = evaluate(model, prepared.preprocessor.transform(test.X), test.y)
+        return metrics["per_class_recall"][1]
+
+    plain, over = minority_recall("none"), minority_recall("over")
+    assert over >= plain + 0.1
+
+
+def test_resampling_counts_the_distinct_training_rows() -> None:
+    y = np.repeat([0, 1], [90, 10])
+    X = np.column_stack([y, np.arange(100)]).astype(np.float32)
+    config = TrainConfig(local_epochs=1, batch_size=50, resampling="over", class_weighting="none")
+    result = fit(_mlp(2, 2), X, y, config)
+    assert result.metrics["num_examples"] == 100  # the aggregation weight is not inflated
+    assert result.metrics["rows_trained"] == 180  # both classes brought up to 90
+    assert result.steps == 4  # ceil(180 / 50)
+
+
+def test_resampling_is_refused_under_dp_before_training() -> None:
+    def privatize(*parts: object) -> object:
+        raise AssertionError("never reached")
+
+    config = TrainConfig(local_epochs=1, resampling="under")
+    X, y = np.zeros((20, 2), dtype=np.float32), np.repeat([0, 1], 10)
+    with pytest.raises(ValueError, match=r"resampling.*differential privacy"):
+        fit(_mlp(2, 2), X, y, config, privatize=privatize)  # type: ignore[arg-type]

@@ -65,8 +65,18 @@ def test_run_stops_early_when_validation_stops_improving(flwr):
     assert run.returncode == 0, run.output[-4000:]
     summary = run.summary
     assert summary["stopped_early"] and summary["stop_reason"] == "early-stopping"
-    assert summary["rounds_completed"] < 8
-    assert summary["best_round"] == 0  # nothing beat the initial model by 5.0
+    # Patience 1: the first round that does not improve by more than 5.0 ends the run.
+    initial, first = run.history
+    assert (initial["round"], first["round"]) == (0, 1)
+    assert initial["val_loss"] - first["val_loss"] <= 5.0  # a cross-entropy drop below 5
+    assert (initial["improved"], first["improved"]) == (True, False)
+    assert summary["rounds_completed"] == 1
+    assert summary["best_round"] == 0
+    assert summary["best_metrics"]["val_loss"] == pytest.approx(initial["val_loss"])
+    key = load_key_file(flwr.base / "fedsilo-home" / "key")
+    best = read_info(run.run_dir / "best-model.bin", key=key)["metadata"]
+    assert best["round"] == 0
+    assert best["metrics"]["val_loss"] == pytest.approx(initial["val_loss"])
 
 
 def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):

@@ -99,6 +99,12 @@ def test_dp_budget_below_target_epsilon_is_refused() -> None:
         from_run_config({"dp": True, "target-epsilon": 8.0, "privacy-budget": 4.0})
 
 
+def test_resampling_under_dp_is_refused_before_any_round() -> None:
+    with pytest.raises(ConfigError, match=r"'resampling' must be none under differential"):
+        from_run_config({"dp": True, "resampling": "over"})
+    assert from_run_config({"dp": False, "resampling": "over"})[1].resampling == "over"
+
+
 def test_budget_below_target_epsilon_is_fine_without_dp() -> None:
     settings, _ = from_run_config({"dp": False, "target-epsilon": 8.0, "privacy-budget": 4.0})
     assert settings.privacy_budget == 4.0

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+import rdp_reference
 import torch
-from opacus.accountants import RDPAccountant
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -41,11 +41,11 @@ def test_epsilon_after_k_rounds_is_one_accountant_over_all_steps(path: Path, key
     ledger = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA)
     for round_number in (1, 2, 3):
         _round(ledger, round=round_number, label=f"round {round_number}")
-    reference = RDPAccountant()
-    reference.history = [(SIGMA, Q, 3 * STEPS)]
-    assert ledger.spent_epsilon() == pytest.approx(reference.get_epsilon(delta=DELTA), rel=1e-9)
-    per_round = dp.epsilon_for(noise_multiplier=SIGMA, sample_rate=Q, steps=STEPS, delta=DELTA)
-    assert ledger.spent_epsilon() < 3 * per_round
+    # One run of 3 * STEPS steps, accounted independently (integer orders: an upper bound).
+    bound = rdp_reference.epsilon([(SIGMA, Q, 3 * STEPS)], delta=DELTA)
+    assert 0.97 * bound <= ledger.spent_epsilon() <= bound * (1 + 1e-9)
+    per_round = rdp_reference.epsilon([(SIGMA, Q, STEPS)], delta=DELTA)
+    assert ledger.spent_epsilon() < 3 * 0.97 * per_round  # tighter than adding epsilons
     assert ledger.rounds_recorded == 3
     assert [e.round for e in ledger.entries] == [1, 2, 3]
 
@@ -54,9 +54,10 @@ def test_rounds_with_different_noise_compose_in_one_accountant(path: Path, key: 
     ledger = PrivacyLedger.open(path, key=key, budget_epsilon=50.0, delta=DELTA)
     for sigma, q, steps in [(1.0, 0.01, 100), (2.0, 0.02, 300)]:
         ledger.reserve(noise_multiplier=sigma, sample_rate=q, steps=steps).settle(steps)
-    reference = RDPAccountant()
-    reference.history = [(1.0, 0.01, 100), (2.0, 0.02, 300)]
-    assert ledger.spent_epsilon() == pytest.approx(reference.get_epsilon(delta=DELTA), rel=1e-9)
+    bound = rdp_reference.epsilon([(1.0, 0.01, 100), (2.0, 0.02, 300)], delta=DELTA)
+    assert 0.97 * bound <= ledger.spent_epsilon() <= bound * (1 + 1e-9)
+    alone = rdp_reference.epsilon([(1.0, 0.01, 100)], delta=DELTA)
+    assert ledger.spent_epsilon() > alone  # the second run is counted
 
 
 def test_a_round_over_budget_is_refused_before_anything_is_recorded(path: Path, key: bytes) -> None:
@@ -241,9 +242,8 @@ def test_two_processes_reserving_on_one_ledger_lose_no_entry(path: Path, key: by
     ledger = PrivacyLedger.open(path, key=key, budget_epsilon=1000.0, delta=DELTA)
     assert sorted(e.run for e in ledger.entries) == ["proc-a"] * 4 + ["proc-b"] * 4
     assert all(e.status == "settled" for e in ledger.entries)
-    independent = RDPAccountant()
-    independent.history = [(1.0, 0.01, 80)]
-    assert ledger.spent_epsilon() == pytest.approx(independent.get_epsilon(delta=DELTA))
+    bound = rdp_reference.epsilon([(1.0, 0.01, 80)], delta=DELTA)  # all 8 rounds, composed
+    assert 0.97 * bound <= ledger.spent_epsilon() <= bound
 
 
 def test_a_run_limit_refuses_what_the_runs_own_entries_would_pass(path: Path, key: bytes) -> None:
