@@ -130,6 +130,7 @@ def four_updates(first_round: Round) -> tuple[list[Path], list[dict[str, np.ndar
     done = call(
         "fl-client", "train", "--model", first_round.model, "--data", small,
         "--schema", ws.schema, "--out", out, "--key-file", ws.key,
+        "--policy", ws.home / "policy.toml",
     )  # fmt: skip
     assert done.code == 0, done.err
     paths = [*first_round.updates, out]

@@ -15,6 +15,7 @@ from core_training.models import ModelSpec, build_model
 from core_training.pipeline import prepare_local, split
 from fl_client.local_round import train_round
 from fl_client.silo import Silo
+from privacy.policy import SiloPolicy
 
 
 @pytest.mark.parametrize("mode", ["over", "under"])
@@ -23,7 +24,7 @@ def test_a_round_resamples_the_training_rows_and_never_the_validation_rows(
 ) -> None:
     table = load_builtin("synthetic", rows=300, features=6, minority_fraction=0.1, seed=1)
     train, val = split(table, test_fraction=0.2, seed=0)
-    silo = Silo("silo-x", train, val, 0, tmp_path / "ledger")
+    silo = Silo("silo-x", train, val, 0, tmp_path / "ledger", SiloPolicy.defaults(simulated=True))
     config = TrainConfig(local_epochs=1, class_weighting="none", resampling=mode)
     pre = prepare_local(train, config).preprocessor
     seen: list[np.ndarray] = []

@@ -13,7 +13,14 @@ from core_training.data import Table
 from core_training.preprocess import compute_stats
 from core_training.schema import Feature, Schema
 from privacy.ledger import BudgetExhaustedError, PrivacyLedger
-from privacy.stats_release import StatisticsBoundsError, release_stats, sensitivities
+from privacy.stats_release import (
+    StatisticsBoundsError,
+    exact_sums,
+    release_stats,
+    release_sums,
+    sensitivities,
+    sums_to_stats,
+)
 
 DELTA = 1e-5
 
@@ -37,10 +44,11 @@ def open_ledger(tmp_path: Path, key: bytes, budget: float = 1e6) -> PrivacyLedge
 def test_sensitivities_are_the_hand_computed_bounds() -> None:
     sens = sensitivities(np.array([-100.0, 0.0]), np.array([300.0, 4.0]))
     assert sens["count"] == pytest.approx(np.sqrt(2))
-    assert sens["total"] == pytest.approx(np.hypot(300.0, 4.0))
-    assert sens["total_sq"] == pytest.approx(np.hypot(300.0**2, 16.0))
-    assert sens["total_cube"] == pytest.approx(np.hypot(300.0**3, 64.0))
-    assert sens["log_total"] == pytest.approx(np.hypot(np.log1p(300.0), np.log1p(4.0)))
+    # half-widths of the ranges: 200 and 2 (values are centred on 100 and 2)
+    assert sens["s1"] == pytest.approx(np.hypot(200.0, 2.0))
+    assert sens["s2"] == pytest.approx(np.hypot(200.0**2, 4.0))
+    assert sens["s3"] == pytest.approx(np.hypot(200.0**3, 8.0))
+    assert sens["log_s1"] == pytest.approx(np.hypot(np.log1p(300.0), np.log1p(4.0)))
     assert sens["class_counts"] == 1.0
 
 
@@ -73,18 +81,28 @@ def test_noise_has_the_stated_scale(tmp_path: Path, key: bytes) -> None:
     y = (X[:, 0] > 5).astype(np.int64)
     features = tuple(Feature(f"c{i}", bounds=(0.0, 10.0)) for i in range(40))
     data = Table(X, y, Schema("y", (0, 1), features), "test")
-    exact = compute_stats(X, y, 2)
+    exact = (X - 5.0).sum(0)  # the centred sum, by hand
     ledger = open_ledger(tmp_path, key)
     errors = [
-        release_stats(data, histograms=False, epsilon=2.0, ledger=ledger, seed=seed).total
-        - exact.total
+        release_sums(data, histograms=False, epsilon=2.0, ledger=ledger, seed=seed)["s1"] - exact
         for seed in range(25)
     ]
     sigma = ledger.entries[0].noise_multiplier
-    want = sigma * 10.0 * np.sqrt(40)  # sigma times the L2 sensitivity of the sums
+    want = sigma * 5.0 * np.sqrt(40)  # sigma times the L2 sensitivity of the sums
     pooled = np.asarray(errors).ravel()  # 1,000 draws: the sample std is within about 2%
     assert np.std(pooled) == pytest.approx(want, rel=0.08)
     assert abs(np.mean(pooled)) < 0.15 * want  # unbiased (the mean's spread is 3% of want)
+
+
+def test_without_noise_the_conversion_gives_the_statistics_of_the_clipped_rows() -> None:
+    data = table()
+    low, high = np.array([-100.0, 0.0]), np.array([300.0, 4.0])
+    want = compute_stats(np.clip(data.X, low, high), data.y, 2)
+    got = sums_to_stats(exact_sums(data, low, high, False), low, high)
+    np.testing.assert_array_equal(got.count, want.count)
+    np.testing.assert_array_equal(got.class_counts, want.class_counts)
+    for name in ("mean", "m2", "m3", "log_mean", "log_m2"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-9, atol=1e-6)
 
 
 def test_a_numeric_column_without_a_range_cannot_be_released(tmp_path: Path, key: bytes) -> None:
