@@ -124,10 +124,9 @@ class Federation:
             prep=prep,
             nodes=nodes,
         )
-        if nodes.policy_declined:
-            state.entry(0)["policy_declined"] = {
-                f"node {n}": r for n, r in nodes.policy_declined.items()
-            }
+        statistics_step = state.entry(0)  # the statistics step is round 0 of the history
+        statistics_step["policy_declined"] = _by_name(nodes.policy_declined)
+        statistics_step["no_statistics"] = _by_name(nodes.no_statistics)
         self.loop.model_spec = spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._load_validation(state, server_table)
@@ -301,6 +300,7 @@ class Federation:
             "epsilon_max": max(eps) if eps else None,
             "declined_silos": state.declined_silos,
             "policy_declined": _by_name(state.nodes.policy_declined),
+            "no_statistics": _by_name(state.nodes.no_statistics),
             "best_model": str(self.run_dir / BEST_MODEL_FILE),
             "checkpoint": str(self.run_dir / CHECKPOINT_FILE),
             "export": export,

@@ -114,6 +114,7 @@ class RoundLoop:
         self.num_classes = schema.num_classes
         nodes = self.transport.wait_for_nodes()
         book.known.update(nodes)
+        book.no_statistics.clear()
         query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
         messages = [
             Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
@@ -129,6 +130,8 @@ class RoundLoop:
             if isinstance(parsed, Problem):
                 if parsed.kind == DECLINED:
                     book.policy_declined[node] = parsed.reason
+                else:
+                    book.no_statistics[node] = f"{parsed.kind}: {parsed.reason}"
                 log(WARNING, "Statistics: %s %s: %s", parsed.name, parsed.kind, parsed.reason)
                 continue
             if parsed.schema_digest != digest:
@@ -214,14 +217,11 @@ class RoundLoop:
         by_kind: dict[str, dict[str, str]] = {"failed": {}, "rejected": {}, "declined": {}}
         for problem in problems:
             by_kind[problem.kind][problem.name] = problem.reason
-            log(
-                WARNING,
-                "Round %d: %s %s: %s",
-                server_round,
-                problem.name,
-                problem.kind,
-                problem.reason,
-            )
+            if problem.kind == "rejected":
+                what = f"rejected the update of {problem.name}"
+            else:
+                what = f"{problem.name} {problem.kind}"
+            log(WARNING, "Round %d: %s: %s", server_round, what, problem.reason)
             if problem.kind != DECLINED:
                 continue
             if problem.policy_key:
@@ -273,7 +273,8 @@ class RoundLoop:
             )
         connected = self.transport.wait_for_nodes()
         book.known.update(connected)
-        eligible = [n for n in connected if n not in book.excluded()]
+        # Only nodes that reported their rows can send an update the server accepts.
+        eligible = [n for n in connected if n in book.rows and n not in book.excluded()]
         if len(eligible) < self.settings.min_nodes:
             reason = (
                 "privacy-budget-exhausted"

@@ -39,6 +39,7 @@ class NodeBook:
     policy_declined: dict[int, str] = field(default_factory=dict)
     other_schema: set[int] = field(default_factory=set)
     known: set[int] = field(default_factory=set)
+    no_statistics: dict[int, str] = field(default_factory=dict)  # failed or rejected
 
     def excluded(self) -> set[int]:
         return self.budget_exhausted | set(self.policy_declined) | self.other_schema
@@ -50,6 +51,7 @@ class NodeBook:
             "policy_declined": {str(k): v for k, v in self.policy_declined.items()},
             "other_schema": sorted(self.other_schema),
             "known": sorted(self.known),
+            "no_statistics": {str(k): v for k, v in self.no_statistics.items()},
         }
 
     @classmethod
@@ -60,6 +62,7 @@ class NodeBook:
             policy_declined={int(k): str(v) for k, v in data.get("policy_declined", {}).items()},
             other_schema={int(n) for n in data.get("other_schema", [])},
             known={int(n) for n in data.get("known", [])},
+            no_statistics={int(k): str(v) for k, v in data.get("no_statistics", {}).items()},
         )
 
 

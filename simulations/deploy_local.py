@@ -140,6 +140,23 @@ class DeployedRun:
         return self.run_dir / name
 
 
+# The silos this launcher makes chose, in their own policy files, to allow runs without
+# DP (a demo and test harness); pass ``policies`` for silos that decide otherwise.
+PERMISSIVE_POLICY: dict[str, Any] = {
+    "privacy": {"require-dp": False, "max-epsilon-per-run": 10.0, "budget": 20.0}
+}
+
+
+def write_policy(path: Path, policy: dict[str, Any]) -> Path:
+    """A silo's policy file from ``{"silo-id": ..., "privacy": {...}, ...}``."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in policy.items() if not isinstance(v, dict)]
+    for table, values in policy.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{table}]", *(f"{k} = {toml_value(v)}" for k, v in values.items())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def make_silo_data(
     folder: str | Path,
     *,
@@ -181,9 +198,13 @@ class LocalDeployment:
     """One SuperLink and ``silos`` SuperNodes under ``base``; use as a context manager.
 
     ``node_config`` adds node-config entries per silo index (e.g. ``{2: {"attack":
-    "nan"}}``). ``run_config`` holds defaults for every submitted run. ``database``
-    keeps the SuperLink's state in a SQLite file, so that a restarted SuperLink still
-    knows the registered silos; without it the state is in memory.
+    "nan"}}``). ``policies`` gives a silo's policy file as a dict of TOML tables per silo
+    index (None: no policy file, so the silo runs under the built-in defaults, which
+    require DP); a silo not named gets ``PERMISSIVE_POLICY``, written to its folder.
+    ``node_args`` adds flower-supernode arguments per silo index. ``run_config`` holds
+    defaults for every submitted run. ``database`` keeps the
+    SuperLink's state in a SQLite file, so that a restarted SuperLink still knows the
+    registered silos; without it the state is in memory.
     """
 
     def __init__(
@@ -196,6 +217,8 @@ class LocalDeployment:
         alpha: float = 0.5,
         seed: int = 0,
         node_config: dict[int, dict[str, Any]] | None = None,
+        policies: dict[int, dict[str, Any] | None] | None = None,
+        node_args: dict[int, list[str]] | None = None,
         run_config: dict[str, Any] | None = None,
         isolation: str = "subprocess",
         database: bool = True,
@@ -205,6 +228,8 @@ class LocalDeployment:
         self.num_silos = silos
         self.dataset, self.partitioner, self.alpha, self.seed = dataset, partitioner, alpha, seed
         self.extra_node_config = node_config or {}
+        self.policies = policies or {}
+        self.node_args = node_args or {}
         self.isolation = isolation
         self.id = uuid.uuid4().hex[:12]
         self.port = 0
@@ -260,8 +285,8 @@ class LocalDeployment:
         self.start_superlink(timeout=timeout)
         for silo in self.silos:
             self.register(silo)
-        for silo in self.silos:
-            self.start_node(silo)
+        for i, silo in enumerate(self.silos):
+            self.start_node(silo, extra_args=self.node_args.get(i))
         self.wait_online([s.node_id for s in self.silos], timeout=timeout)
 
     def prepare(self) -> None:
@@ -289,6 +314,9 @@ class LocalDeployment:
                 "ledger-path": str(folder / "privacy.ledger"),
                 **self.extra_node_config.get(i, {}),
             }
+            policy = self.policies.get(i, PERMISSIVE_POLICY)
+            if policy is not None:
+                config["policy"] = str(write_policy(folder / "policy.toml", policy))
             pair = made[folder.name]
             self.silos.append(
                 SiloNode(folder.name, folder, free_port(), config, pair.private, pair.public)

@@ -61,17 +61,24 @@ def test_the_attacked_run_completes_with_its_summary_and_export(runs) -> None:
     assert "Traceback" not in attacked.output
 
 
+def test_the_statistics_attacker_is_never_sampled(runs) -> None:
+    attacked, _ = runs
+    (name, reason), *others = attacked.history[0]["no_statistics"].items()
+    assert not others and name.startswith("node ")
+    assert "rejected" in reason
+    for entry in attacked.history[1:]:
+        assert entry["num_sampled"] == 4 and name not in entry["clients"]
+
+
 def test_every_bad_train_reply_is_rejected_with_its_reason(runs) -> None:
     attacked, _ = runs
     rounds = attacked.history[1:]
     reasons = [" ".join(r for rs in entry["rejected"].values() for r in rs) for entry in rounds]
-    # partition 0 sent NaN, wrongly shaped statistics: no rows, so nothing of it is used
-    assert all("reported no rows at the statistics step" in text for text in reasons)
     assert "num-examples" in reasons[0] and "is outside" in reasons[0]  # 1000-fold count
-    assert "val_accuracy = 7.5 is outside [0, 1]" in reasons[1] or "train_loss" in reasons[1]
+    assert "train_loss = -1 is outside" in reasons[1]  # and val_accuracy 7.5 behind it
     assert "epsilon must be a number, got list" in reasons[2]
     for entry in rounds:
-        assert entry["num_rejected"] == 2 and entry["num_clients"] == 3
+        assert entry["num_rejected"] == 1 and entry["num_clients"] == 3
         assert entry["epsilon_max"] is None  # no reply's epsilon was taken as given
 
 
