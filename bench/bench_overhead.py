@@ -128,6 +128,9 @@ def _fedsilo(
         "server_seconds": round(server, 3),
         "outside_server_seconds": round(a.seconds - server, 2),
         "train_seconds": round(sum(h.get("train_seconds", 0.0) for h in rounds_), 3),
+        # parsing and checking every reply (replies.py), timed inside each round
+        "checks_seconds": round(sum(h.get("checks_seconds", 0.0) for h in rounds_), 6),
+        "round_seconds": round(sum(h.get("seconds", 0.0) for h in rounds_), 3),
     }
 
 
@@ -200,6 +203,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     out["server_a_over_b"] = round(a["server_seconds"] / b["server_seconds"], 3)
     out["rounds_a_over_c"] = round(a["rounds_seconds"] / c["seconds"], 3)
     out["flwr_run_a_over_c"] = round(a["flwr_run_seconds"] / c["seconds"], 3)
+    out["checks_share_of_rounds"] = round(a["checks_seconds"] / a["round_seconds"], 5)
     return out
 
 

@@ -313,8 +313,22 @@ def _overhead(o: dict[str, Any]) -> list[str]:
         f"| (a)/(c), rounds against sequential training | **{o['rounds_a_over_c']:.2f}** | 1.5 |",
         f"| (a)/(c), whole `flwr run` against sequential training |"
         f" {o['flwr_run_a_over_c']:.2f} | |",
+        *_checks(o),
         "",
         *_tuning(o),
+    ]
+
+
+def _checks(o: dict[str, Any]) -> list[str]:
+    """The reply checks' share of round time (timed in the same rounds); absent from
+    results of a run made before the rounds timed them."""
+    if "checks_share_of_rounds" not in o:
+        return []
+    a = o["fedsilo"]
+    return [
+        f"| reply checks (parsing and checking every reply: {a['checks_seconds']:.4f} s)"
+        f" against the rounds' time ({a['round_seconds']:.1f} s) |"
+        f" **{100 * o['checks_share_of_rounds']:.3f}%** | 2% |",
     ]
 
 

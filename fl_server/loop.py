@@ -172,7 +172,9 @@ class RoundLoop:
             msg.content[p.PREP] = prep
         valid: list[TrainReply] = []
         problems: list[Problem] = []
-        for node, reply in self.transport.ask(messages).items():
+        answers = self.transport.ask(messages)
+        checks_started = time.perf_counter()
+        for node, reply in answers.items():
             parsed = (
                 parse_train(
                     reply,
@@ -186,7 +188,9 @@ class RoundLoop:
                 else Problem(node, "failed", f"no reply within {self.settings.round_timeout:g}s")
             )
             (problems if isinstance(parsed, Problem) else valid).append(parsed)
+        checks_seconds = time.perf_counter() - checks_started
         entry = self._record(state, server_round, nodes, valid, problems)
+        entry["checks_seconds"] = round(checks_seconds, 6)  # parsing and checking replies
         verdict = Verdict(improved=False, stop=state.early_stopping.should_stop)
         if not entry["skipped"]:
             updates = [r.update for r in valid]

@@ -147,3 +147,28 @@ def test_pyproject_config_builds_and_matches_the_dataclass_defaults() -> None:
         # TOML types match the fields (no 1 where 1.0 is meant, and so on)
         assert type(value) is type(defaults[key]), key
         assert value == built[key], key
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", "..", ".", "x\\y", "a b"])
+def test_a_run_name_that_is_not_a_plain_name_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="'run-name' must be a plain folder name") as caught:
+        from_run_config({"run-name": name})
+    assert "\n" not in str(caught.value)
+
+
+def test_a_plain_run_name_stays_inside_the_artifacts_root(tmp_path) -> None:
+    settings, _ = from_run_config(
+        {"run-name": "hospital-study_2.v1", "artifacts-dir": str(tmp_path)}
+    )
+    assert (settings.artifacts_root() / settings.run_name).parent == tmp_path
+
+
+def test_resume_without_a_run_name_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'resume' needs 'run-name'"):
+        from_run_config({"resume": True})
+
+
+def test_a_run_config_cannot_name_a_silo_file() -> None:
+    for key in ("ledger-path", "data-path", "policy"):
+        with pytest.raises(ConfigError, match=f"unknown setting '{key}'"):
+            from_run_config({key: "/etc/passwd"})
