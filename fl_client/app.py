@@ -136,7 +136,13 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     if config_record is not None and bool(config_record.get("int8", False)):
         model = quantize_int8(model)
     val = evaluate(model, pre.transform(silo.val.X), silo.val.y)
-    metrics = MetricRecord({p.NUM_EXAMPLES: int(val["num_examples"]), **val_metrics(val)})
+    metrics = MetricRecord(
+        {
+            p.NUM_EXAMPLES: int(val["num_examples"]),
+            "val_held_out": int(silo.held_out),
+            **val_metrics(val),
+        }
+    )
     content = RecordDict(
         {p.METRICS: metrics, p.INFO: p.info_record(p.STATUS_OK, silo=silo.silo_id)}
     )

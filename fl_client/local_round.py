@@ -143,6 +143,7 @@ class RoundResult:
     train: dict[str, Any]  # the trainer's metrics (zeros when declined)
     val: dict[str, Any]  # the received model on the validation split
     epsilon: float | None  # the ledger's spent epsilon after the round; None without DP
+    held_out: bool = True  # the validation rows are not the training rows
 
     @property
     def ok(self) -> bool:
@@ -156,6 +157,7 @@ class RoundResult:
             "train_loss": float(self.train["train_loss"]),
             "train_accuracy": float(self.train["train_accuracy"]),
             "val_examples": int(self.val["num_examples"]),
+            "val_held_out": int(self.held_out),
             **val_metrics(self.val),
             "epsilon": float(self.epsilon) if self.epsilon is not None else -1.0,
             "budget_exhausted": int(self.status == p.STATUS_DECLINED),
@@ -213,7 +215,14 @@ def train_round(
     if dp is None:
         result = fit(model, X_train, silo.train.y, round_config, **train_args)
         return RoundResult(
-            p.STATUS_OK, "", model.state_dict(), len(X_train), result.metrics, val, None
+            p.STATUS_OK,
+            "",
+            model.state_dict(),
+            len(X_train),
+            result.metrics,
+            val,
+            None,
+            silo.held_out,
         )
 
     from privacy.dp import DPSession, unwrapped_state_dict
@@ -235,11 +244,25 @@ def train_round(
     except BudgetExhaustedError as exc:
         idle = {"train_loss": 0.0, "train_accuracy": 0.0, "seconds": 0.0}
         return RoundResult(
-            p.STATUS_DECLINED, str(exc), None, len(X_train), idle, val, ledger.spent_epsilon()
+            p.STATUS_DECLINED,
+            str(exc),
+            None,
+            len(X_train),
+            idle,
+            val,
+            ledger.spent_epsilon(),
+            silo.held_out,
         )
     result = fit(model, X_train, silo.train.y, round_config, privatize=session, **train_args)
     reservation.settle(session.steps_taken)
     state = unwrapped_state_dict(model)
     return RoundResult(
-        p.STATUS_OK, "", state, len(X_train), result.metrics, val, ledger.spent_epsilon()
+        p.STATUS_OK,
+        "",
+        state,
+        len(X_train),
+        result.metrics,
+        val,
+        ledger.spent_epsilon(),
+        silo.held_out,
     )

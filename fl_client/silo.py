@@ -62,6 +62,7 @@ class Silo:
     ledger_path: Path
     policy: SiloPolicy
     key_file: str | None = None  # the node's own key file (None: FEDSILO_KEY or default)
+    held_out: bool = True  # False: too few rows, so it validates on its training rows
 
 
 def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainConfig) -> Silo:
@@ -237,4 +238,5 @@ def _local_split(
     else:  # too small to hold out: validate on the training rows (reported as such)
         train, val = table, table
     ledger = ledger_path or (home or fedsilo_home()) / "ledgers" / f"{silo_id}.ledger"
-    return Silo(silo_id, train, val, dropped, ledger, policy, key_file)
+    held_out = train is not val
+    return Silo(silo_id, train, val, dropped, ledger, policy, key_file, held_out)

@@ -41,6 +41,7 @@ TRAIN_METRIC_KEYS = (
     "train_loss",
     "train_accuracy",
     "val_examples",
+    "val_held_out",  # 0: too few rows to hold out, validated on the training rows
     "val_loss",
     "val_accuracy",
     "val_balanced_accuracy",
@@ -52,6 +53,7 @@ TRAIN_METRIC_KEYS = (
 )
 EVAL_METRIC_KEYS = (
     NUM_EXAMPLES,
+    "val_held_out",
     "val_loss",
     "val_accuracy",
     "val_balanced_accuracy",

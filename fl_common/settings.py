@@ -60,6 +60,7 @@ class RunSettings:
     privacy_budget: float = 10.0
     max_exhausted_fraction: float = 0.5
     validation: str = "server"
+    validation_data: str = ""  # the operator's validation file, used whole (server mode)
     early_stopping_metric: str = "val_loss"
     early_stopping_patience: int = 3
     early_stopping_min_delta: float = 0.0
@@ -156,6 +157,10 @@ class RunSettings:
             raise ConfigError(
                 f"setting 'run-name' must be a plain folder name (letters, digits, '-', '_', "
                 f"'.'; no '/', not '..'), got {self.run_name!r}"
+            )
+        if self.validation_data and not self.schema:
+            raise ConfigError(
+                "setting 'validation-data' needs 'schema': the federation's schema TOML"
             )
         if self.resume and not self.run_name:
             raise ConfigError("setting 'resume' needs 'run-name': the name of the run to continue")

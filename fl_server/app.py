@@ -19,7 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 
 from core_training.config import TrainConfig
-from core_training.data import Table
+from core_training.data import Table, load_table
 from core_training.models import build_model
 from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
@@ -52,6 +52,19 @@ from .state import (
 )
 
 app = ServerApp()
+
+# Settings a resumed run may change: how long to wait, where outputs and keys are, and
+# whether to export. Anything else would make the resumed run another run.
+RESUME_MAY_CHANGE = (
+    "resume",
+    "round-timeout",
+    "node-wait-timeout",
+    "min-nodes",
+    "artifacts-dir",
+    "key-file",
+    "export-int8",
+    "device",
+)
 
 
 @app.main()
@@ -88,7 +101,8 @@ class Federation:
     def _start(self) -> RunState:
         checkpoint = self.run_dir / CHECKPOINT_FILE
         if self.settings.resume and checkpoint.exists():
-            state, _ = load_checkpoint(checkpoint, key=self.key)
+            state, meta = load_checkpoint(checkpoint, key=self.key)
+            self._check_resume(meta.get("config", {}))
             log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
             self.loop.model_spec = state.spec
             restore_strategy_state(self.loop.strategy, state.strategy_state)
@@ -134,6 +148,26 @@ class Federation:
             self._selector(state).observe(0, state.current, self.loop.server_metrics(state.current))
         return state
 
+    def _check_resume(self, saved: dict[str, Any]) -> None:
+        """A resumed run continues the same training under the same privacy: any other
+        setting that differs from the checkpoint's is refused, with every difference."""
+        now = self._config_dict()
+        free = set(RESUME_MAY_CHANGE)
+        if not (self.settings.dp or saved.get("dp")):
+            free.add("num-server-rounds")  # under DP the noise was calibrated for it
+        changed = [
+            f"{key}: {saved.get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(set(saved) | set(now))
+            if key not in free and saved.get(key) != now.get(key)
+        ]
+        if changed:
+            raise RunStopped(
+                "resume-mismatch",
+                f"resume would change the run's training or privacy ({'; '.join(changed)}); "
+                f"resume with the run's own settings (only {', '.join(sorted(free))} may "
+                "change) or start a new run-name",
+            )
+
     def _schema(self, server_table: Table | None) -> Schema:
         """The federation's data contract is the operator's: the schema file of the run
         config, else the server's validation data, else the built-in data set's. Nodes
@@ -175,12 +209,14 @@ class Federation:
         return ModelSelector(state, self.settings.early_stopping_metric)
 
     def _validation_table(self) -> Table:
+        if self.settings.validation_data:  # the operator's own file: every row of it
+            return load_table(self.settings.validation_data, self.settings.schema or None)
         if not (self.settings.builtin or Path(self.settings.dataset).exists()):
             raise RunStopped(
                 "no-validation-data",
                 f"validation=server needs data on the server, but {self.settings.dataset} "
-                "is not readable here; give the server a validation file or use "
-                "validation=federated",
+                "is not readable here; give the server a file with validation-data=PATH "
+                "(and schema=PATH) or use validation=federated",
             )
         return pooled_split(self.settings, self.config.seed)[1]
 
@@ -204,7 +240,11 @@ class Federation:
             self.timing["setup_seconds"] = round(rounds_started - started, 3)
             elapsed0 = state.elapsed
             selector = self._selector(state)
-            for server_round in range(state.round + 1, self.settings.num_server_rounds + 1):
+            last = self.settings.num_server_rounds
+            if state.stop_reason == "early-stopping":  # a finished run stays finished
+                stop_reason, detail, last = state.stop_reason, state.stop_detail, state.round
+                log(INFO, "The run stopped early after round %d; nothing to resume", last)
+            for server_round in range(state.round + 1, last + 1):
                 entry, verdict = self.loop.train_round(state, server_round, selector)
                 state.round = server_round
                 state.elapsed = elapsed0 + time.perf_counter() - started
@@ -312,7 +352,8 @@ class Federation:
             "settings": self._config_dict(),
         }
         state.history.sort(key=lambda h: h["round"])
-        write_json(self.run_dir / HISTORY_FILE, state.history)
+        state.stop_reason, state.stop_detail = stop_reason, detail
+        self._checkpoint(state)  # so that a resume knows how the run ended
         write_json(self.run_dir / SUMMARY_FILE, summary)
         plot_curves(state.history, self.run_dir / CURVES_FILE)
         self._save_best(state)  # always the checkpoint's best, even after a crash between

@@ -249,7 +249,10 @@ def parse_eval(
             return early
         if rows is None:
             raise BadValue("this node reported no rows at the statistics step of this run")
-        found = _evaluation(_metrics(reply), rows, num_classes, val_fraction, prefix="val_")
+        metrics = _metrics(reply)
+        if number(metrics.get("val_held_out", 1), "val_held_out", low=0, high=1) == 0:
+            raise BadValue("too few rows to hold out: validated on its training rows, not used")
+        found = _evaluation(metrics, rows, num_classes, val_fraction, prefix="val_")
         if found is None:
             raise BadValue("evaluate reply without validation metrics")
         return found
@@ -266,6 +269,8 @@ def _evaluation(
     key = "val_examples" if "val_examples" in metrics else p.NUM_EXAMPLES
     if f"{prefix}loss" not in metrics:
         return None
+    if number(metrics.get("val_held_out", 1), "val_held_out", low=0, high=1, integer=True) == 0:
+        return None  # validated on its training rows: not a validation the server uses
     most = max(rows, math.ceil(rows * val_fraction / (1 - val_fraction)) + 1)
     examples = int(number(metrics.get(key), key, low=0, high=most, integer=True))
     loss = number(metrics.get(f"{prefix}loss"), f"{prefix}loss", low=0)

@@ -81,6 +81,8 @@ class RunState:
     elapsed: float = 0.0
     nodes: NodeBook = field(default_factory=NodeBook)
     model_round: int = 0  # the round whose aggregation made ``current`` (0: initial)
+    stop_reason: str = ""  # why the run last ended ("" while it has not)
+    stop_detail: str = ""
 
     def entry(self, server_round: int) -> dict[str, Any]:
         """The history entry of a round (created empty if needed)."""
@@ -106,6 +108,8 @@ def save_checkpoint(run_dir: Path, state: RunState, *, key: bytes, config: dict[
         "elapsed": state.elapsed,
         "nodes": state.nodes.to_dict(),
         "model_round": state.model_round,
+        "stop_reason": state.stop_reason,
+        "stop_detail": state.stop_detail,
     }
     meta = model_metadata(
         state.spec,
@@ -136,5 +140,7 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[RunState, dict[str, Any]
         elapsed=float(payload["elapsed"]),
         nodes=NodeBook.from_dict(payload.get("nodes", {})),
         model_round=int(payload.get("model_round", payload["round"])),
+        stop_reason=str(payload.get("stop_reason", "")),
+        stop_detail=str(payload.get("stop_detail", "")),
     )
     return state, meta

@@ -335,3 +335,31 @@ def test_parsing_a_train_reply_never_raises(metrics: dict[str, Any], drop_info: 
 def test_parsing_statistics_never_raises(arrays: dict[str, list[float]]) -> None:
     parsed = parse_stats(stats_reply(arrays), NODE, SCHEMA)
     assert isinstance(parsed, (Problem, StatsReply))
+
+
+def test_pooled_scores_are_the_federations_not_an_average_of_silos() -> None:
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from fl_server.loop import pool_evaluations
+
+    # label skew: silo A holds only class 0 (and predicts class 1 for 20 of 100 rows),
+    # silo B only class 1 (all right)
+    a_true, a_pred = np.zeros(100, int), np.r_[np.zeros(80, int), np.ones(20, int)]
+    b_true, b_pred = np.ones(10, int), np.ones(10, int)
+    silos = []
+    for t, q in ((a_true, a_pred), (b_true, b_pred)):
+        confusion = np.zeros((2, 2), int)
+        np.add.at(confusion, (t, q), 1)
+        silos.append(Evaluation(len(t), 0.5, float((t == q).mean()), confusion))
+    pooled = pool_evaluations(silos)
+    y_true, y_pred = np.r_[a_true, b_true], np.r_[a_pred, b_pred]
+    assert pooled["val_balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert pooled["val_macro_f1"] == pytest.approx(f1_score(y_true, y_pred, average="macro"))
+
+    # averaging each silo's own scores, weighted by rows, gives other numbers
+    def averaged(score) -> float:  # type: ignore[no-untyped-def]
+        return (100 * score(a_true, a_pred) + 10 * score(b_true, b_pred)) / 110
+
+    assert abs(pooled["val_balanced_accuracy"] - averaged(balanced_accuracy_score)) > 0.05
+    per_silo_f1 = averaged(lambda t, q: f1_score(t, q, labels=np.unique(t), average="macro"))
+    assert abs(pooled["val_macro_f1"] - per_silo_f1) > 0.1

@@ -1,0 +1,307 @@
+"""The ServerApp's federation over a fake Grid whose nodes run the real ClientApp
+handlers in this process: sampling, timeouts, failed, declined and rejected replies,
+skipped rounds, the best model, early stopping, resume, and federated validation."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_grid import Behaviour, FakeGrid, failing, honest, silent
+
+from fl_common import protocol as p
+from fl_common.settings import from_run_config
+from fl_server.app import Federation
+from fl_server.loop import RunStopped
+from fl_server.modelfile import load_model
+from fl_server.state import load_checkpoint
+from privacy.keys import resolve_key
+
+FAST = {
+    "dataset": "breast-cancer",
+    "model": "mlp",
+    "hidden-sizes": "16",
+    "local-epochs": 1,
+    "learning-rate": 0.01,
+    "export-int8": False,
+    "node-wait-timeout": 5.0,
+    "round-timeout": 5.0,
+    "early-stopping-patience": 10,
+}
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Messages made in this process need the identity Flower gives a task."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    torch.set_num_threads(1)
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+def federate(
+    tmp_path: Path,
+    nodes: int = 3,
+    behaviours: dict[int, Callable[[int], Behaviour]] | None = None,
+    **config: Any,
+) -> tuple[dict[str, Any], FakeGrid, Federation]:
+    run_config = {**FAST, "artifacts-dir": str(tmp_path), "run-name": "r", **config}
+    grid = FakeGrid(nodes, run_config, behaviours)
+    settings, train = from_run_config(run_config)
+    federation = Federation(grid, settings, train, run_id=1)  # type: ignore[arg-type]
+    return federation.run(), grid, federation
+
+
+def node(grid_index: int) -> int:
+    return 101 + grid_index
+
+
+def in_rounds(rounds: set[int], behaviour: Behaviour) -> Callable[[int], Behaviour]:
+    return lambda r: behaviour if r in rounds else honest
+
+
+def history(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    import json
+
+    return json.loads((Path(summary["run_dir"]) / "history.json").read_text())
+
+
+def test_a_federation_samples_trains_and_learns(tmp_path: Path) -> None:
+    summary, grid, _ = federate(tmp_path, **{"num-server-rounds": 3, "fraction-train": 0.6})
+    rounds = history(summary)[1:]
+    assert [h["num_sampled"] for h in rounds] == [2, 2, 2]  # ceil(0.6 * 3)
+    assert summary["stop_reason"] == "completed" and summary["rounds_completed"] == 3
+    assert history(summary)[-1]["val_accuracy"] > history(summary)[0]["val_accuracy"]
+    train_batches = [b for b in grid.pushed if b[0].metadata.message_type == "train"]
+    assert [len(b) for b in train_batches] == [2, 2, 2]
+
+
+def test_a_node_that_does_not_answer_fails_its_round_by_timeout(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path, behaviours={node(2): in_rounds({1}, silent)}, **{"num-server-rounds": 2}
+    )
+    first, second = history(summary)[1:]
+    assert first["failed"] == {f"node {node(2)}": "no reply within 5s"}
+    assert first["num_clients"] == 2 and second["num_clients"] == 3
+
+
+def test_skipped_rounds_spend_no_patience_and_the_stop_reason_is_the_real_one(
+    tmp_path: Path,
+) -> None:
+    # min-nodes 3: every round in which one node fails aggregates nothing
+    summary, _, _ = federate(
+        tmp_path,
+        behaviours={node(1): in_rounds({2, 3, 4}, failing())},
+        **{"num-server-rounds": 5, "min-nodes": 3, "early-stopping-patience": 2},
+    )
+    rounds = history(summary)[1:]
+    assert [h["skipped"] for h in rounds] == [False, True, True, True, False]
+    assert summary["stop_reason"] == "completed" and summary["rounds_completed"] == 5
+    for skipped in rounds[1:4]:
+        assert "improved" not in skipped and "val_loss" not in skipped
+
+
+def test_every_round_skipped_is_not_a_completed_run(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path,
+        behaviours={node(0): lambda r: failing() if r >= 1 else honest},
+        **{"num-server-rounds": 2, "min-nodes": 3},
+    )
+    assert summary["stop_reason"] == "no-round-trained"
+
+
+def _declined_budget(msg: Message, context: Context) -> Message:
+    info = p.info_record(p.STATUS_DECLINED, "privacy budget exhausted", silo="s")
+    return Message(RecordDict({p.INFO: info}), reply_to=msg)
+
+
+def test_budget_declines_stop_the_run_before_the_next_round(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path,
+        behaviours={node(0): in_rounds({2}, _declined_budget)},
+        **{"num-server-rounds": 4, "min-nodes": 1, "max-exhausted-fraction": 0.3},
+    )
+    assert summary["stop_reason"] == "privacy-budget-exhausted"
+    assert summary["rounds_completed"] == 2
+    assert history(summary)[2]["declined"] == {f"node {node(0)}": "privacy budget exhausted"}
+
+
+def _inflated(msg: Message, context: Context) -> Message:
+    reply = honest(msg, context)
+    metrics = dict(reply.content[p.METRICS])
+    metrics[p.NUM_EXAMPLES] = int(metrics[p.NUM_EXAMPLES]) * 1000
+    reply.content[p.METRICS] = MetricRecord(metrics)
+    return reply
+
+
+def test_an_inflated_count_is_rejected_and_never_weighs_in_the_average(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path, behaviours={node(0): in_rounds({1}, _inflated)}, **{"num-server-rounds": 1}
+    )
+    (entry,) = history(summary)[1:]
+    assert entry["clients"] == [f"node {node(1)}", f"node {node(2)}"]
+    assert "num-examples" in entry["rejected"][f"node {node(0)}"][0]
+
+
+def test_the_best_model_file_holds_exactly_the_best_rounds_weights(tmp_path: Path) -> None:
+    summary, grid, _ = federate(tmp_path, **{"num-server-rounds": 3})
+    best_round = summary["best_round"]
+    key = resolve_key(None)
+    best = load_model(Path(summary["run_dir"]) / "best-model.bin", key=key).model.state_dict()
+    # independent of the server's bookkeeping: what it sent in the round after the best
+    train_batches = [b for b in grid.pushed if b[0].metadata.message_type == "train"]
+    state, _ = load_checkpoint(Path(summary["run_dir"]) / "checkpoint.bin", key=key)
+    sent_after = (
+        p.record_to_numpy(train_batches[best_round][0].content[p.ARRAYS])
+        if best_round < 3
+        else state.current
+    )
+    for name, tensor in best.items():
+        np.testing.assert_array_equal(tensor.numpy(), sent_after[name])
+        np.testing.assert_array_equal(state.best[name], sent_after[name])
+
+
+def test_early_stopping_keeps_the_best_model_not_the_last(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path,
+        **{"num-server-rounds": 8, "early-stopping-patience": 1, "learning-rate": 0.3},
+    )
+    if summary["stop_reason"] != "early-stopping":
+        pytest.skip("this seed improved every round")  # pragma: no cover
+    key = resolve_key(None)
+    state, _ = load_checkpoint(Path(summary["run_dir"]) / "checkpoint.bin", key=key)
+    assert summary["best_round"] == state.round - 1
+    assert any(not np.array_equal(state.best[k], state.current[k]) for k in state.best)
+
+
+def test_resume_restores_the_exact_weights_and_strategy_state(tmp_path: Path) -> None:
+    settings = {"strategy": "fedadam", "server-learning-rate": 0.01}
+    whole, _, _ = federate(tmp_path / "whole", **settings, **{"num-server-rounds": 3})
+    federate(tmp_path / "split", **settings, **{"num-server-rounds": 2})
+    resumed, _, _ = federate(
+        tmp_path / "split", **settings, **{"num-server-rounds": 3, "resume": True}
+    )
+    key = resolve_key(None)
+    a, _ = load_checkpoint(Path(whole["run_dir"]) / "checkpoint.bin", key=key)
+    b, _ = load_checkpoint(Path(resumed["run_dir"]) / "checkpoint.bin", key=key)
+    assert a.round == b.round == 3
+    for name in a.current:
+        np.testing.assert_allclose(a.current[name], b.current[name], rtol=1e-5, atol=1e-8)
+    for moment in ("m_t", "v_t"):
+        for name in a.strategy_state[moment]:
+            np.testing.assert_allclose(
+                a.strategy_state[moment][name],
+                b.strategy_state[moment][name],
+                rtol=1e-5,
+                atol=1e-12,
+            )
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"early-stopping-metric": "val_accuracy"}, "early-stopping-metric"),
+        ({"learning-rate": 0.5}, "learning-rate"),
+        ({"strategy": "fedprox"}, "strategy"),
+    ],
+)
+def test_resume_refuses_a_change_of_training_with_the_differences(
+    tmp_path: Path, change: dict[str, Any], named: str
+) -> None:
+    federate(tmp_path, **{"num-server-rounds": 1})
+    with pytest.raises(RunStopped) as caught:
+        federate(tmp_path, **{"num-server-rounds": 1, "resume": True, **change})
+    assert caught.value.reason == "resume-mismatch" and named in str(caught.value)
+
+
+def test_resume_of_a_dp_run_refuses_more_rounds(tmp_path: Path) -> None:
+    dp = {"dp": True, "target-epsilon": 3.0}
+    federate(tmp_path, **dp, **{"num-server-rounds": 1})
+    with pytest.raises(RunStopped, match="num-server-rounds: 1 -> 3"):
+        federate(tmp_path, **dp, **{"num-server-rounds": 3, "resume": True})
+
+
+def test_resume_of_an_early_stopped_run_keeps_its_stop_reason(tmp_path: Path) -> None:
+    first, _, _ = federate(
+        tmp_path, **{"num-server-rounds": 8, "early-stopping-patience": 1, "learning-rate": 0.3}
+    )
+    if first["stop_reason"] != "early-stopping":
+        pytest.skip("this seed improved every round")  # pragma: no cover
+    again, grid, _ = federate(
+        tmp_path,
+        **{"num-server-rounds": 8, "early-stopping-patience": 1, "learning-rate": 0.3},
+        resume=True,
+    )
+    assert again["stop_reason"] == "early-stopping"
+    assert again["rounds_completed"] == first["rounds_completed"]
+    assert not [b for b in grid.pushed if b[0].metadata.message_type == "train"]
+
+
+def test_federated_int8_accuracy_is_measured_on_the_int8_model_with_fp32_alongside(
+    tmp_path: Path,
+) -> None:
+    summary, grid, _ = federate(
+        tmp_path,
+        validation="federated",
+        **{"num-server-rounds": 2, "export-int8": True},
+    )
+    evaluations = [b for b in grid.pushed if b[0].metadata.message_type == "evaluate"]
+    export_batch = evaluations[-1]
+    flags = [bool(m.content[p.CONFIG]["int8"]) for m in export_batch]
+    nodes = [m.metadata.dst_node_id for m in export_batch]
+    assert sorted(flags) == [False] * 3 + [True] * 3  # one message round, both models
+    assert sorted(n for n, f in zip(nodes, flags, strict=True) if f) == sorted(set(nodes))
+    replies = {
+        (m.metadata.dst_node_id, bool(m.content[p.CONFIG]["int8"])): r
+        for m, r in grid.answered
+        if m in export_batch
+    }
+
+    def pooled_accuracy(int8: bool) -> float:
+        confusion = sum(
+            np.asarray(replies[(n, int8)].content[p.METRICS]["val_confusion"]) for n in set(nodes)
+        )
+        return float(confusion.reshape(2, 2).trace() / confusion.sum())
+
+    export = summary["export"]
+    assert export["int8_accuracy"] == pytest.approx(pooled_accuracy(True))
+    assert export["fp32_accuracy"] == pytest.approx(pooled_accuracy(False))
+    losses = {
+        int8: [replies[(n, int8)].content[p.METRICS]["val_loss"] for n in sorted(set(nodes))]
+        for int8 in (False, True)
+    }
+    assert losses[False] != losses[True]  # the int8 model was evaluated, not the fp32 again
+
+
+def test_small_silos_validating_on_their_training_rows_do_not_enter_federated_validation(
+    tmp_path: Path,
+) -> None:
+    # quantity skew over 30 silos of breast-cancer: some hold fewer than 10 rows
+    summary, grid, _ = federate(
+        tmp_path,
+        nodes=30,
+        validation="federated",
+        **{"num-server-rounds": 1, "min-partition-size": 2, "partitioner": "quantity"},
+    )
+    small = {
+        m.metadata.dst_node_id
+        for m, r in grid.answered
+        if m.metadata.message_type == "train" and r.content[p.METRICS]["val_held_out"] == 0
+    }
+    assert small, "the partition made no silo too small to hold out rows"
+    held_out_examples = sum(
+        r.content[p.METRICS]["val_examples"]
+        for m, r in grid.answered
+        if m.metadata.message_type == "train" and m.metadata.dst_node_id not in small
+    )
+    assert history(summary)[0]["val_examples"] == held_out_examples
