@@ -28,11 +28,11 @@ import numpy as np
 
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table
+from core_training.partition import partition
 from core_training.pipeline import deduplicate, split
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
 from privacy.policy import SiloPolicy, find_policy
-from simulations.partition import partition
 
 SILO_ID_FILE = "silo-id"
 # node-config keys a silo may set; any other is refused so a typo is not silently ignored

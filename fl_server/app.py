@@ -25,13 +25,8 @@ from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
 from fl_common.data import pooled_split
-from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
-from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
-
-from .aggregation import restore_strategy_state
-from .early_stopping import EarlyStopping
-from .loop import RoundLoop, RunStopped
-from .modelfile import (
+from fl_common.jsonio import write_json
+from fl_common.modelfile import (
     arrays_from_state,
     load_model,
     preprocessing_metadata,
@@ -39,7 +34,13 @@ from .modelfile import (
     serialized_size,
     state_from_arrays,
 )
-from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
+from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
+from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
+
+from .aggregation import restore_strategy_state
+from .early_stopping import EarlyStopping
+from .loop import RoundLoop, RunStopped
+from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves
 from .selection import ModelSelector
 from .state import (
     BEST_MODEL_FILE,

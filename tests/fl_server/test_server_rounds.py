@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_grid import Behaviour, FakeGrid, failing, honest, silent
 
 from fl_common import protocol as p
+from fl_common.modelfile import load_model
 from fl_common.settings import from_run_config
 from fl_server.app import Federation
 from fl_server.loop import RunStopped
-from fl_server.modelfile import load_model
 from fl_server.state import load_checkpoint
 from privacy.keys import resolve_key
 
