@@ -305,3 +305,41 @@ def test_small_silos_validating_on_their_training_rows_do_not_enter_federated_va
         if m.metadata.message_type == "train" and m.metadata.dst_node_id not in small
     )
     assert history(summary)[0]["val_examples"] == held_out_examples
+
+
+def test_silos_whose_policy_requires_dp_decline_a_plain_run_and_the_summary_says_so(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text("[privacy]\nrequire-dp = true\n")
+    with pytest.raises(RunStopped) as caught:
+        federate(tmp_path, **{"num-server-rounds": 1})
+    assert caught.value.reason == "policy-declined"
+    import json
+
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop_reason"] == "policy-declined" and summary["rounds_completed"] == 0
+    assert len(summary["policy_declined"]) == 3
+    assert all("privacy.require-dp" in r for r in summary["policy_declined"].values())
+
+
+def test_evaluations_past_a_silos_limit_are_declined_and_the_run_still_finishes(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text("[evaluation]\nmax-evaluations-per-run = 1\n")
+    summary, grid, _ = federate(
+        tmp_path, validation="federated", **{"num-server-rounds": 1, "export-int8": True}
+    )
+    evaluate_replies = [r for m, r in grid.answered if m.metadata.message_type == "evaluate"]
+    declined = [
+        r
+        for r in evaluate_replies
+        if p.INFO in r.content.config_records and r.content[p.INFO]["status"] == "declined"
+    ]
+    assert len(evaluate_replies) == 9 and len(declined) == 6  # 1 of 3 per silo answered
+    assert all(
+        r.content[p.INFO]["policy_key"] == "evaluation.max-evaluations-per-run" for r in declined
+    )
+    assert summary["stop_reason"] == "completed"
+    assert summary["export"] is None  # no silo would validate the export
