@@ -117,8 +117,9 @@ class Federation:
             restore_strategy_state(self.loop.strategy, state.strategy_state)
             # Node ids may differ in a new run: ask again who takes part and with how
             # many rows, keeping the preprocessing the run started with.
-            state.nodes.rows.clear()
-            self.loop.census(state.schema, state.nodes)
+            self.nodes = state.nodes
+            self.nodes.rows.clear()
+            self.loop.census(state.schema, self.nodes)
             self._load_validation(state)
             return state
         if self.settings.resume:
@@ -131,8 +132,7 @@ class Federation:
             )
         server_table = self._validation_table() if self.settings.validation == "server" else None
         schema = self._schema(server_table)
-        nodes = self.nodes
-        prep = self.loop.federated_statistics(schema, nodes, server_table)
+        prep = self.loop.federated_statistics(schema, self.nodes, server_table)
         spec, initial = self._initial_model(schema)
         state = RunState(
             spec=spec,
@@ -145,11 +145,11 @@ class Federation:
                 higher_is_better=STOP_METRICS[self.settings.early_stopping_metric],
             ),
             prep=prep,
-            nodes=nodes,
+            nodes=self.nodes,
         )
         statistics_step = state.entry(0)  # the statistics step is round 0 of the history
-        statistics_step["policy_declined"] = _by_name(nodes.policy_declined)
-        statistics_step["no_statistics"] = _by_name(nodes.no_statistics)
+        statistics_step["policy_declined"] = _by_name(self.nodes.policy_declined)
+        statistics_step["no_statistics"] = _by_name(self.nodes.no_statistics)
         self.loop.model_spec = spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._load_validation(state, server_table)

@@ -112,7 +112,10 @@ class RoundLoop:
         self.num_classes = schema.num_classes
         nodes = self.transport.wait_for_nodes()
         book.known.update(nodes)
+        # this query is the authority on who takes part now (a resumed run asks again)
         book.no_statistics.clear()
+        book.policy_declined.clear()
+        book.other_schema.clear()
         query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
         messages = [
             Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
