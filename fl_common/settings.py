@@ -29,6 +29,7 @@ from core_training.sampling import RESAMPLING_UNDER_DP
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
 PARTITIONERS = ("iid", "dirichlet", "quantity")
 VALIDATION = ("server", "federated")
+TRACKERS = ("none", "tensorboard", "mlflow")
 STOP_METRICS = {  # the validation metrics, every one; -> True when larger is better
     "val_loss": False,
     "val_accuracy": True,
@@ -81,6 +82,8 @@ class RunSettings:
     key_file: str = ""
     resume: bool = False
     initial_model: str = ""
+    tracking: str = "none"  # experiment tracker: none, tensorboard or mlflow
+    tracking_uri: str = ""  # MLflow: empty = a local store inside the run folder
 
     def __post_init__(self) -> None:
         require(
@@ -159,6 +162,7 @@ class RunSettings:
         require_choice("partitioner", self.partitioner, PARTITIONERS)
         require_choice("validation", self.validation, VALIDATION)
         require_choice("early-stopping-metric", self.early_stopping_metric, tuple(STOP_METRICS))
+        require_choice("tracking", self.tracking, TRACKERS)
         if self.dataset not in BUILTIN_DATASETS and not self.schema:
             raise ConfigError(
                 f"setting 'dataset' is {self.dataset!r}, which is not a built-in set "

@@ -76,6 +76,7 @@ def test_wrongly_typed_value_is_refused_by_name() -> None:
         ("dirichlet-alpha", 0),
         ("trimmed-beta", 0.5),
         ("early-stopping-metric", "loss"),
+        ("tracking", "wandb"),
         ("local-epochs", 0),
     ],
 )
