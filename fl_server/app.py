@@ -37,6 +37,7 @@ from fl_common.modelfile import (
 from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
 
+from . import tracking
 from .aggregation import restore_strategy_state
 from .early_stopping import EarlyStopping
 from .loop import RoundLoop, RunStopped
@@ -95,6 +96,7 @@ class Federation:
         # Where this process's time went, in seconds: set-up (statistics, initial model,
         # validation data), the rounds, and the end (final validation, export).
         self.timing: dict[str, float] = {}
+        self.tracker = tracking.Tracker()  # none until set-up opens the configured one
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -244,7 +246,11 @@ class Federation:
         state: RunState | None = None
         stop_reason, detail = "completed", ""
         try:
+            tracking.require(self.settings.tracking)  # a missing extra stops us before set-up
             state = self._start()
+            self.tracker = tracking.open_tracker(
+                self.settings, self.run_dir, self._config_dict(), start_round=state.round
+            )
             rounds_started = time.perf_counter()
             self.timing["setup_seconds"] = round(rounds_started - started, 3)
             elapsed0 = state.elapsed
@@ -263,6 +269,7 @@ class Federation:
                 if verdict.improved:
                     self._save_best(state)
                 _log_round(entry, self.settings.num_server_rounds, state)
+                self.tracker.log_history(state.history)
                 if verdict.stop:
                     stop_reason = "early-stopping"
                     detail = (
@@ -377,6 +384,7 @@ class Federation:
                 "finish_seconds": round(time.perf_counter() - finish_started, 3),
             },
             "settings": self._config_dict(),
+            "tracking": self.tracker.describe(),
         }
         state.history.sort(key=lambda h: h["round"])
         state.stop_reason, state.stop_detail = stop_reason, detail
@@ -384,6 +392,7 @@ class Federation:
         write_json(self.run_dir / SUMMARY_FILE, summary)
         plot_curves(state.history, self.run_dir / CURVES_FILE)
         self._save_best(state)  # always the checkpoint's best, even after a crash between
+        self.tracker.finish(state.history, summary, self.run_dir)
         return summary
 
     def _export(self, state: RunState) -> dict[str, Any]:
