@@ -427,14 +427,14 @@ def rekey_text(r: dict[str, Any]) -> str:
 
 
 def report_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, history_table, plot_curves
+    if len(args.run_dir) > 1:
+        return compare_cmd(args)
+    if args.out:
+        raise CLIError("--out plots a comparison of several run folders; for one, use --plot")
+    from .report import CURVES_FILE, history_table, plot_curves
 
-    run_dir = Path(args.run_dir)
-    history_path = run_dir / HISTORY_FILE
-    if not history_path.is_file():
-        raise CLIError(f"{run_dir} holds no {HISTORY_FILE}; pass the folder of a run")
-    history = _read_json(history_path)
-    summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else None
+    run_dir = Path(args.run_dir[0])
+    history, summary = _read_run(run_dir)
     curves = plot_curves(history, Path(args.plot) if args.plot else run_dir / CURVES_FILE)
     return {
         "run_dir": str(run_dir),
@@ -445,6 +445,70 @@ def report_cmd(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _read_run(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    from .report import HISTORY_FILE, SUMMARY_FILE
+
+    history_path = run_dir / HISTORY_FILE
+    if not history_path.is_file():
+        raise CLIError(f"{run_dir} holds no {HISTORY_FILE}; pass the folder of a run")
+    history = _read_json(history_path)
+    summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).is_file() else None
+    return history, summary
+
+
+def compare_cmd(args: argparse.Namespace) -> dict[str, Any]:
+    """Several run folders side by side (the settings that differ, best metrics, ...)."""
+    if args.plot:
+        raise CLIError("--plot redraws one run's curves; to plot a comparison use --out FILE")
+    from .report import compare_runs, plot_comparison
+
+    dirs = [Path(d) for d in args.run_dir]
+    names = [d.name for d in dirs]
+    if len(set(names)) < len(names):  # same folder name under different roots
+        names = [str(d) for d in dirs]
+    runs = [
+        {"name": n, **dict(zip(("history", "summary"), _read_run(d), strict=True))}
+        for n, d in zip(names, dirs, strict=True)
+    ]
+    result = {"run_dirs": [str(d) for d in dirs], **compare_runs(runs)}
+    if args.out:
+        result["plot"] = str(plot_comparison(runs, Path(args.out)))
+    return result
+
+
+def compare_text(r: dict[str, Any]) -> str:
+    metrics = r["metrics"]
+    headers = [
+        "run",
+        *r["differing_settings"],
+        "rounds",
+        "stop",
+        "best round",
+        *[f"best {m}" for m in metrics],
+        "epsilon",
+    ]
+    rows = [
+        [
+            row["run"],
+            *[_setting_cell(row["settings"][k]) for k in r["differing_settings"]],
+            row["rounds"],
+            row["stop_reason"],
+            row["best_round"],
+            *[row["best_metrics"][m] for m in metrics],
+            row["epsilon_max"],
+        ]
+        for row in r["rows"]
+    ]
+    text = table(rows, headers)
+    if not r["differing_settings"]:
+        text += "\n(the runs use the same settings)"
+    return text + (f"\nplot: {r['plot']}" if r.get("plot") else "")
+
+
+def _setting_cell(value: Any) -> Any:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -453,6 +517,8 @@ def _read_json(path: Path) -> Any:
 
 
 def report_text(r: dict[str, Any]) -> str:
+    if "rows" in r:
+        return compare_text(r)
     text = r["table"]
     s = r["summary"]
     if s:
@@ -578,13 +644,15 @@ COMMANDS = [
     ),
     Command(
         "report",
-        "show a run folder's history as a table and regenerate curves.png",
-        "fl-server report ~/.fedsilo/artifacts/digits-20250101-120000-1",
+        "show a run folder's history and redraw curves.png, or compare several runs",
+        "fl-server report ~/.fedsilo/artifacts/digits-20250101-120000-1\n"
+        "fl-server report ~/.fedsilo/artifacts/wine-* --out comparison.png",
         report_cmd,
         report_text,
         [
-            arg("run_dir", metavar="RUN_DIR"),
-            arg("--plot", metavar="FILE", help="where to write the curves (default in RUN_DIR)"),
+            arg("run_dir", nargs="+", metavar="RUN_DIR"),
+            arg("--plot", metavar="FILE", help="one run: where to write its curves"),
+            arg("--out", metavar="FILE", help="several runs: plot their validation curves here"),
         ],
     ),
 ]

@@ -1,4 +1,5 @@
-"""A run's human-readable outputs: history.json, summary.json and curves.png.
+"""A run's human-readable outputs: history.json, summary.json and curves.png, and the
+comparison of several runs (fl-server report RUN_DIR RUN_DIR ...).
 
 They hold metrics only (no weights, no data), so they are plain JSON; they are still
 written atomically so a crash never leaves half a file.
@@ -6,6 +7,8 @@ written atomically so a crash never leaves half a file.
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,71 @@ def plot_importance(
     ax.set(title=title, xlabel="score drop when the feature is shuffled")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+# -- several runs ----------------------------------------------------------------------
+
+# Settings that name a run rather than shape it: never a difference worth a column.
+NOT_COMPARED = ("run-name", "resume")
+
+
+def compare_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per run (``name``, ``summary`` (or None while a run is going),
+    ``history``): the settings that differ between the runs, rounds, stop reason, best
+    round and its validation metrics, and epsilon."""
+    settings = [(r["summary"] or {}).get("settings") or {} for r in runs]
+    keys = sorted({k for s in settings for k in s} - set(NOT_COMPARED))
+    differing = [k for k in keys if len({json.dumps(s.get(k)) for s in settings}) > 1]
+    metrics = sorted(
+        {k for r in runs for k in ((r["summary"] or {}).get("best_metrics") or {})},
+        key=lambda k: (k != "val_loss", k),
+    )
+    rows = []
+    for run, setting in zip(runs, settings, strict=True):
+        s = run["summary"] or {}
+        rounds = s.get("rounds_completed")
+        if rounds is None:
+            rounds = max((h["round"] for h in run["history"]), default=0)
+        best = s.get("best_metrics") or {}
+        rows.append(
+            {
+                "run": run["name"],
+                "settings": {k: setting.get(k) for k in differing},
+                "rounds": rounds,
+                "stop_reason": s.get("stop_reason", "(no summary)"),
+                "best_round": s.get("best_round"),
+                "best_metrics": {k: best.get(k) for k in metrics},
+                "epsilon_max": s.get("epsilon_max"),
+            }
+        )
+    return {"differing_settings": differing, "metrics": metrics, "rows": rows}
+
+
+def plot_comparison(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Validation loss and accuracy per round, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for run in runs:
+        rows = [h for h in run["history"] if h.get("val_loss") is not None]
+        rounds = [h["round"] for h in rows]
+        axes[0].plot(rounds, [h["val_loss"] for h in rows], marker="o", label=run["name"])
+        axes[1].plot(rounds, [h.get("val_accuracy") for h in rows], marker="o")
+    axes[0].set(title="validation loss", xlabel="round", ylabel="loss")
+    axes[1].set(title="validation accuracy", xlabel="round", ylabel="accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.legend(loc="lower center", ncol=min(len(runs), 3), fontsize="small")
+    fig.tight_layout(rect=(0, 0.08 * math.ceil(len(runs) / 3), 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as handle:

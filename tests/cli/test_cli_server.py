@@ -218,6 +218,35 @@ def test_report_prints_the_history_and_redraws_the_curves(ws: Workspace) -> None
     assert (run / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_report_of_several_runs_compares_them_in_one_table(ws: Workspace) -> None:
+    runs = []
+    for name, lr, eps in (("lr-small", 0.001, 1.5), ("lr-large", 0.01, 2.5)):
+        run = ws.root / name
+        history = [{"round": r, "val_loss": 1 / (r + 1), "val_accuracy": 0.5 + r / 10}
+                   for r in range(3)]  # fmt: skip
+        write_json(run / "history.json", history)
+        settings = {"learning-rate": lr, "dataset": "wine", "run-name": name}
+        write_json(
+            run / "summary.json",
+            {"stop_reason": "completed", "rounds_completed": 2, "best_round": 2,
+             "best_metrics": {"val_loss": 0.33, "val_accuracy": 0.7}, "epsilon_max": eps,
+             "settings": settings},
+        )  # fmt: skip
+        runs.append(run)
+    result = run_cli(ws, "fl-server", "report", *runs, "--out", ws.root / "cmp.png")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].split() == [
+        "run", "learning-rate", "rounds", "stop", "best", "round", "best", "val_loss", "best",
+        "val_accuracy", "epsilon",
+    ]  # fmt: skip
+    assert lines[1].split() == ["lr-small", "0.0010", "2", "completed", "2", "0.3300",
+                                "0.7000", "1.5000"]  # fmt: skip
+    assert lines[2].split()[:2] == ["lr-large", "0.0100"] and lines[2].split()[-1] == "2.5000"
+    assert (ws.root / "cmp.png").read_bytes().startswith(b"\x89PNG")
+    assert f"plot: {ws.root / 'cmp.png'}" in result.out
+
+
 def test_report_of_a_folder_without_history_is_exit_2(ws: Workspace) -> None:
     assert_one_line_error(call("fl-server", "report", ws.root), "history.json")
 

@@ -115,3 +115,51 @@ def test_history_table_formats_values_and_marks_missing_ones() -> None:
 
 def test_history_table_of_no_rounds_is_only_the_header() -> None:
     assert len(history_table([]).splitlines()) == 1
+
+
+def run(name: str, summary: dict[str, Any] | None, rounds: int = 3) -> dict[str, Any]:
+    return {"name": name, "summary": summary, "history": history(rounds)}
+
+
+def finished(**settings: Any) -> dict[str, Any]:
+    base = {"dataset": "wine", "strategy": "fedavg", "dp": False, "run-name": "x"}
+    return {
+        "rounds_completed": 3,
+        "stop_reason": "completed",
+        "best_round": 2,
+        "best_metrics": {"val_accuracy": 0.9, "val_loss": 0.3},
+        "epsilon_max": None,
+        "settings": {**base, **settings},
+    }
+
+
+def test_compare_runs_keeps_only_the_settings_that_differ() -> None:
+    from fl_server.report import compare_runs
+
+    got = compare_runs(
+        [
+            run("a", finished(strategy="fedprox", **{"run-name": "a"})),
+            run("b", finished(dp=True, **{"run-name": "b"})),
+        ]
+    )
+    assert got["differing_settings"] == ["dp", "strategy"]  # not dataset, not run-name
+    assert got["metrics"] == ["val_loss", "val_accuracy"]
+    assert [r["settings"] for r in got["rows"]] == [
+        {"dp": False, "strategy": "fedprox"},
+        {"dp": True, "strategy": "fedavg"},
+    ]
+    assert got["rows"][0]["best_metrics"] == {"val_loss": 0.3, "val_accuracy": 0.9}
+
+
+def test_compare_runs_shows_a_run_without_summary_by_its_history() -> None:
+    from fl_server.report import compare_runs
+
+    row = compare_runs([run("done", finished()), run("going", None, rounds=2)])["rows"][1]
+    assert (row["rounds"], row["stop_reason"], row["best_round"]) == (2, "(no summary)", None)
+
+
+def test_plot_comparison_writes_a_png(tmp_path: Path) -> None:
+    from fl_server.report import plot_comparison
+
+    path = plot_comparison([run("a", None), run("b", None, 2)], tmp_path / "c" / "cmp.png")
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
