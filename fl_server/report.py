@@ -150,6 +150,7 @@ def plot_comparison(runs: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for run in runs:
@@ -161,6 +162,7 @@ def plot_comparison(runs: list[dict[str, Any]], path: Path) -> Path:
     axes[1].set(title="validation accuracy", xlabel="round", ylabel="accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.legend(loc="lower center", ncol=min(len(runs), 3), fontsize="small")
     fig.tight_layout(rect=(0, 0.08 * math.ceil(len(runs) / 3), 1, 1))
     path = Path(path)
