@@ -237,7 +237,16 @@ def mlflow_store(tracking_uri: str, run_dir: Path) -> tuple[str, str | None]:
     return f"sqlite:///{folder.resolve() / 'mlflow.db'}", (folder.resolve() / "artifacts").as_uri()
 
 
-def artifacts_of(run_dir: Path) -> list[Path]:
-    """The files a tracker keeps with the run: the curves and the summary (metrics and
-    settings only)."""
-    return [p for p in (run_dir / CURVES_FILE, run_dir / SUMMARY_FILE) if p.is_file()]
+def artifacts_of(run_dir: Path) -> list[tuple[str, bytes]]:
+    """The files a tracker keeps with the run, as (name, bytes): the curves, and the
+    summary (metrics and settings only) with any credentials in a URI removed."""
+    out = []
+    curves, summary = Path(run_dir) / CURVES_FILE, Path(run_dir) / SUMMARY_FILE
+    if curves.is_file():
+        out.append((CURVES_FILE, curves.read_bytes()))
+    if summary.is_file():
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        if isinstance(data.get("settings"), dict) and data["settings"].get("tracking-uri"):
+            data["settings"]["tracking-uri"] = redact(str(data["settings"]["tracking-uri"]))
+        out.append((SUMMARY_FILE, (json.dumps(data, indent=2) + "\n").encode()))
+    return out

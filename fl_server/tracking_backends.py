@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from logging import WARNING
 from pathlib import Path
@@ -47,12 +48,12 @@ class TensorBoardTracker(Tracker):
             self.writer.add_scalar(name, value, step)
         reason = f"{summary.get('stop_reason')}: {summary.get('stop_detail') or '-'}"
         self.writer.add_text("stop_reason", reason, step)
-        for path in artifacts_of(run_dir):
-            if path.suffix == ".png":
-                self._add_png(path.stem, path.read_bytes(), step)
+        for name, data in artifacts_of(run_dir):
+            if name.endswith(".png"):
+                self._add_png(Path(name).stem, data, step)
             else:  # indented: Markdown shows it as a code block
-                text = path.read_text(encoding="utf-8")
-                self.writer.add_text(path.name, "\n".join("    " + x for x in text.splitlines()))
+                text = "\n".join("    " + x for x in data.decode().splitlines())
+                self.writer.add_text(name, text, step)
         self.writer.close()
 
     def _add_png(self, tag: str, png: bytes, step: int) -> None:
@@ -155,6 +156,9 @@ class MlflowTracker(Tracker):
         self._log_metrics({step: summary_values(summary)})
         self.client.set_tag(self.run_id, "stop_reason", str(summary.get("stop_reason")))
         self.client.set_tag(self.run_id, "stop_detail", str(summary.get("stop_detail"))[:5000])
-        for path in artifacts_of(run_dir):
-            self.client.log_artifact(self.run_id, str(path))
+        with tempfile.TemporaryDirectory(prefix="fedsilo-tracking-") as folder:
+            for name, data in artifacts_of(run_dir):
+                path = Path(folder) / name
+                path.write_bytes(data)
+                self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")

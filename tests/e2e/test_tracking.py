@@ -38,13 +38,20 @@ def tracked_values(history: list[dict[str, Any]]) -> dict[tuple[int, str], float
 def test_tensorboard_events_hold_every_round_value_of_the_history(flwr) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = flwr.run({**FAST, "tracking": "tensorboard", "run-name": "bc-tensorboard"})
+    dp = {"dp": True, "target-epsilon": 4.0, "privacy-budget": 5.0, "batch-size": 16}
+    run = flwr.run({**FAST, **dp, "tracking": "tensorboard", "run-name": "bc-tensorboard"})
     assert run.returncode == 0, run.output[-4000:]
     log_dir = run.run_dir / "tensorboard"
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     values = tracked_values(run.history)
-    assert {n for _, n in values} >= {"val_loss", "train_loss", "num_clients", "seconds"}
+    assert {n for _, n in values} >= {
+        "val_loss",
+        "train_loss",
+        "num_clients",
+        "epsilon_max",
+        "seconds",
+    }
     for (step, name), value in values.items():
         points = [e.value for e in acc.Scalars(name) if e.step == step]
         assert points == [pytest.approx(value, rel=1e-6)], (step, name)

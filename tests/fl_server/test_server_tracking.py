@@ -161,6 +161,21 @@ def test_tensorboard_holds_every_round_value_once_and_the_summary(tmp_path: Path
     assert record == {"tracker": "tensorboard", "log_dir": str(tmp_path / "tensorboard")}
 
 
+def test_credentials_in_the_settings_never_reach_tensorboard(tmp_path: Path) -> None:
+    secret_uri = "https://alice:s3cret@mlflow.example.org"
+    rows = history(1)
+    tracker = open_tracker(settings("tensorboard"), tmp_path, {"tracking-uri": secret_uri})
+    s = finish_outputs(tmp_path, rows, 1)
+    write_json(tmp_path / SUMMARY_FILE, {**s, "settings": {"tracking-uri": secret_uri}})
+    tracker.finish(rows, s, tmp_path)
+    acc = tensorboard_events(tmp_path / "tensorboard")
+    text = acc.Tensors("summary.json/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "***@mlflow.example.org" in text
+    for path in (tmp_path / "tensorboard").iterdir():
+        assert b"s3cret" not in path.read_bytes()
+    assert b"s3cret" not in (tmp_path / TRACKING_FILE).read_bytes()
+
+
 def test_resumed_tensorboard_run_continues_the_same_steps(tmp_path: Path) -> None:
     rows = history(4)
     first = open_tracker(settings("tensorboard"), tmp_path, PARAMS)
