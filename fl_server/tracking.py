@@ -125,14 +125,19 @@ class Tracker:
     def describe(self) -> dict[str, Any] | None:
         return None
 
-    def log_history(self, history: list[dict[str, Any]]) -> None:
-        """Send every value of ``history`` not sent yet."""
-        pending: dict[int, dict[str, float]] = {}
+    def pending(self, history: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+        """The values of ``history`` not sent yet, by round."""
+        out: dict[int, dict[str, float]] = {}
         for entry in history:
             step = int(entry["round"])
             for name, value in round_values(entry).items():
                 if (step, name) not in self.sent:
-                    pending.setdefault(step, {})[name] = value
+                    out.setdefault(step, {})[name] = value
+        return out
+
+    def log_history(self, history: list[dict[str, Any]]) -> None:
+        """Send every value of ``history`` not sent yet."""
+        pending = self.pending(history)
         if not pending:
             return
         try:
@@ -141,6 +146,9 @@ class Tracker:
             self._warn(exc)
             return
         self.sent.update((s, n) for s, values in pending.items() for n in values)
+        if self._warned:
+            log(INFO, "Tracking (%s) works again; the values held back are sent", self.kind)
+            self._warned = False
 
     def finish(self, history: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path) -> None:
         self.log_history(history)
@@ -148,6 +156,9 @@ class Tracker:
             self._write_summary(summary, Path(run_dir))
         except Exception as exc:
             self._warn(exc)
+        left = sum(len(v) for v in self.pending(history).values())
+        if left:
+            log(WARNING, "Tracking (%s): %d value(s) of history.json not sent", self.kind, left)
         self._announce("tracked")
 
     def _announce(self, verb: str) -> None:
@@ -157,8 +168,11 @@ class Tracker:
 
     def _warn(self, exc: Exception) -> None:
         if not self._warned:
-            log(WARNING, "Tracking (%s) failed, the run goes on: %s", self.kind, exc)
+            log(WARNING, "Tracking (%s) failed, the run goes on: %s", self.kind, self._message(exc))
             self._warned = True
+
+    def _message(self, exc: Exception) -> str:
+        return str(exc)
 
     def log_params(self, params: dict[str, str], step: int) -> None:
         """Record the settings (``step``: the round the run (re)starts after)."""

@@ -103,6 +103,9 @@ class MlflowTracker(Tracker):
             self.run_id = run.info.run_id
         self.experiment_id = self.client.get_run(self.run_id).info.experiment_id
 
+    def _message(self, exc: Exception) -> str:
+        return str(exc).replace(self.uri, redact(self.uri))
+
     def _experiment(self, artifact_location: str | None) -> str:
         found = self.client.get_experiment_by_name(EXPERIMENT)
         if found is not None:

@@ -4,6 +4,7 @@ the local store in the run folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,31 +102,31 @@ def test_mlflow_local_store_in_the_run_folder_holds_the_run(flwr) -> None:
     assert f"mlflow ui --backend-store-uri {uri}" in run.output
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 and a free port, killed at the end."""
-    port = free_port()
-    store = tmp_path / "mlflow-server"
-    store.mkdir()
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(store / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(store / "server.log", "wb"),  # noqa: SIM115
-        start_new_session=True,
-    )
+@contextlib.contextmanager
+def running_mlflow_server(store: Path, port: int) -> Iterator[str]:
+    """A real `mlflow server` on 127.0.0.1:``port`` keeping its runs in ``store``;
+    a bounded wait for it to answer, killed (its whole process group) at the end."""
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / "server.log", "ab") as server_log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{store / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(store / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=server_log,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -147,6 +148,12 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    with running_mlflow_server(tmp_path / "mlflow-server", free_port()) as url:
+        yield url
 
 
 def test_mlflow_server_tracks_a_run_and_its_resume_as_one_run(flwr, mlflow_server) -> None:
@@ -179,6 +186,36 @@ def test_mlflow_server_tracks_a_run_and_its_resume_as_one_run(flwr, mlflow_serve
         3,
     ]
     assert {a.path for a in client.list_artifacts(run_id)} == {"curves.png", "summary.json"}
+
+
+def test_a_lost_mlflow_server_stops_no_round_and_its_values_catch_up(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from fl_common.settings import RunSettings
+    from fl_server.tracking import open_tracker
+
+    rows = [{"round": 0, "val_loss": 1.1}]
+    rows += [{"round": r, "val_loss": 1.0 / r, "num_clients": 2, "seconds": 0.1 * r}
+             for r in (1, 2, 3)]  # fmt: skip
+    store, port = tmp_path / "mlflow-server", free_port()
+    with running_mlflow_server(store, port) as url:
+        settings = RunSettings(dataset="wine", tracking="mlflow", tracking_uri=url)
+        tracker = open_tracker(settings, tmp_path / "run", {"dataset": "wine"})
+        tracker.log_history(rows[:2])
+    started = time.monotonic()
+    tracker.log_history(rows[:3])  # the server is gone: the round goes on
+    assert time.monotonic() - started < 60
+    assert tracker.pending(rows[:3]) == {2: {"val_loss": 0.5, "num_clients": 2.0, "seconds": 0.2}}
+    with running_mlflow_server(store, port):  # back, with the same store
+        tracker.log_history(rows)
+        assert tracker.pending(rows) == {}
+        client = MlflowClient(tracking_uri=url)
+        run_id = tracker.describe()["run_id"]
+        for name in ("val_loss", "num_clients", "seconds"):
+            got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
+            want = [(e["round"], e[name]) for e in rows if name in e]
+            assert [s for s, _ in got] == [s for s, _ in want], name  # each round once
+            assert [v for _, v in got] == pytest.approx([v for _, v in want]), name
 
 
 BLOCK_MLFLOW = """\
