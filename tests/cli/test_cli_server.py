@@ -247,6 +247,14 @@ def test_report_of_several_runs_compares_them_in_one_table(ws: Workspace) -> Non
     assert f"plot: {ws.root / 'cmp.png'}" in result.out
 
 
+def test_report_flags_for_one_run_and_for_several_are_not_mixed(ws: Workspace) -> None:
+    runs = [ws.root / "a", ws.root / "b"]
+    for run in runs:
+        write_json(run / "history.json", [{"round": 0, "val_loss": 1.0, "val_accuracy": 0.5}])
+    assert_one_line_error(call("fl-server", "report", runs[0], "--out", "x.png"), "--plot")
+    assert_one_line_error(call("fl-server", "report", *runs, "--plot", "x.png"), "--out FILE")
+
+
 def test_report_of_a_folder_without_history_is_exit_2(ws: Workspace) -> None:
     assert_one_line_error(call("fl-server", "report", ws.root), "history.json")
 
