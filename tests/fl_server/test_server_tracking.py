@@ -181,7 +181,9 @@ def test_resumed_tensorboard_run_continues_the_same_steps(tmp_path: Path) -> Non
     first = open_tracker(settings("tensorboard"), tmp_path, PARAMS)
     first.log_history(rows[:3])
     first.finish(rows[:3], finish_outputs(tmp_path, rows[:3], 2), tmp_path)
-    second = open_tracker(settings("tensorboard", resume=True), tmp_path, PARAMS, start_round=2)
+    second = open_tracker(
+        settings("tensorboard", resume=True, run_name="r"), tmp_path, PARAMS, start_round=2
+    )
     second.log_history(rows)
     second.finish(rows, finish_outputs(tmp_path, rows, 4), tmp_path)
     assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
@@ -234,7 +236,9 @@ def test_resumed_mlflow_run_is_the_same_run_and_records_changed_settings(tmp_pat
     first.log_history(rows[:3])
     first.finish(rows[:3], finish_outputs(tmp_path, rows[:3], 2), tmp_path)
     resumed = {**PARAMS, "num-server-rounds": 6}
-    second = open_tracker(settings("mlflow", resume=True), tmp_path, resumed, start_round=2)
+    second = open_tracker(
+        settings("mlflow", resume=True, run_name="r"), tmp_path, resumed, start_round=2
+    )
     assert second.describe()["run_id"] == first.describe()["run_id"]
     second.log_history(rows)
     second.finish(rows, finish_outputs(tmp_path, rows, 4), tmp_path)
