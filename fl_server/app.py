@@ -66,6 +66,8 @@ RESUME_MAY_CHANGE = (
     "key-file",
     "export-int8",
     "device",
+    "tracking",  # tracking observes the run: a resumed run may start or move it
+    "tracking-uri",
 )
 
 

@@ -71,6 +71,25 @@ def test_tensorboard_events_hold_every_round_value_of_the_history(flwr) -> None:
     assert f"tracked with TensorBoard in {log_dir}" in run.output
 
 
+def test_a_resumed_run_may_start_tracking_and_sends_the_earlier_rounds_too(flwr) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = {**FAST, "export-int8": False, "run-name": "bc-tracked-later"}
+    first = flwr.run(config)
+    assert first.returncode == 0, first.output[-4000:]
+    assert not (first.run_dir / "tensorboard").exists()
+    second = flwr.run({**config, "num-server-rounds": 3, "resume": True, "tracking": "tensorboard"})
+    assert second.returncode == 0, second.output[-4000:]
+    assert "after round 2" in second.output
+    acc = EventAccumulator(str(second.run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    values = tracked_values(second.history)
+    assert {step for step, _ in values} == {0, 1, 2, 3}
+    for (step, name), value in values.items():
+        points = [e.value for e in acc.Scalars(name) if e.step == step]
+        assert points == [pytest.approx(value, rel=1e-6)], (step, name)
+
+
 def mlflow_read(uri: str, run_id: str, history: list[dict[str, Any]]):
     from mlflow import MlflowClient
 
