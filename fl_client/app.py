@@ -64,6 +64,11 @@ def query(msg: Message, context: Context) -> Message:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(build_model(spec)))
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
+    # A target no noise level meets on this silo's rows is refused now, before any
+    # statistic is computed or spent, rather than as an error inside every round.
+    unreachable = _unreachable(grant, settings, silo, config)
+    if unreachable is not None:
+        return _declined(msg, silo, unreachable)
     schema_toml = silo.train.schema.to_toml()
     content = RecordDict(
         {
@@ -92,6 +97,9 @@ def train(msg: Message, context: Context) -> Message:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
+    unreachable = _unreachable(grant, settings, silo, config)
+    if unreachable is not None:
+        return _declined(msg, silo, unreachable)
     dp = _dp_options(grant, settings)
     pre, weights = _preparation(msg, silo, config)
     result = train_round(
@@ -182,6 +190,14 @@ def _dp_options(grant: Grant, settings: RunSettings) -> DPOptions | None:
     return DPOptions.from_grant(
         grant, max_grad_norm=settings.dp_max_grad_norm, planned_rounds=settings.num_server_rounds
     )
+
+
+def _unreachable(
+    grant: Grant, settings: RunSettings, silo: Silo, config: TrainConfig
+) -> PolicyDeclined | None:
+    """The refusal when DP training of this run cannot meet its target on this silo."""
+    dp = _dp_options(grant, settings)
+    return dp.declined(len(silo.train), config) if dp is not None else None
 
 
 def _shared_stats(

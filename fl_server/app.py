@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,10 @@ RESUME_MAY_CHANGE = (
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings, config = from_run_config(dict(context.run_config))
-    Federation(grid, settings, config, run_id=context.run_id).run()
+    try:
+        Federation(grid, settings, config, run_id=context.run_id).run()
+    except RunStopped as stop:  # before round 1: a refusal to start, not a crash
+        log(ERROR, "fedsilo run stopped before round 1 (%s): %s", stop.reason, stop)
 
 
 class Federation:

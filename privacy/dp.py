@@ -44,6 +44,30 @@ class IncompatibleModelError(ValueError):
     """A model DP-SGD cannot train as is; the message lists each problem."""
 
 
+class TargetUnreachableError(ValueError):
+    """No noise level keeps the planned steps within the target epsilon.
+
+    The accountant cannot prove an epsilon that small for this many steps at this
+    sample rate and delta, however much noise is added (for the RDP accountant the
+    conversion to (epsilon, delta) alone costs about ``log(1/delta) / max_order``).
+    Fewer rounds or epochs, larger batches (a larger sample rate needs fewer steps per
+    epoch), a larger delta or a larger target make it reachable."""
+
+    def __init__(
+        self, *, target_epsilon: float, delta: float, sample_rate: float, steps: int
+    ) -> None:
+        super().__init__(
+            f"no noise level keeps {steps} DP-SGD steps at sample rate {sample_rate:.4g} "
+            f"within target-epsilon {target_epsilon:g} at delta {delta:g}: the target is too "
+            "small for this data size; use fewer rounds or local epochs, a larger batch "
+            "size or a larger target-epsilon"
+        )
+        self.target_epsilon = target_epsilon
+        self.delta = delta
+        self.sample_rate = sample_rate
+        self.steps = steps
+
+
 @dataclass(frozen=True)
 class DPPlan:
     """What one local training will spend, known before it starts."""
@@ -115,19 +139,44 @@ def noise_for_target(
     *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int
 ) -> float:
     """The smallest noise multiplier (within Opacus's tolerance) that keeps ``steps`` steps
-    at rate ``sample_rate`` at or below ``target_epsilon``."""
+    at rate ``sample_rate`` at or below ``target_epsilon``, or
+    :class:`TargetUnreachableError` when no noise level does."""
     _check_rate(sample_rate)
     _check_delta(target_delta)
     if target_epsilon <= 0 or steps < 1:
         raise ValueError("target_epsilon must be > 0 and steps >= 1")
-    return float(
-        get_noise_multiplier(
+    try:
+        sigma = get_noise_multiplier(
             target_epsilon=target_epsilon,
             target_delta=target_delta,
             sample_rate=sample_rate,
             steps=steps,
             accountant=ACCOUNTANT,
         )
+    except ValueError as exc:  # Opacus: "The privacy budget is too low."
+        raise TargetUnreachableError(
+            target_epsilon=target_epsilon, delta=target_delta, sample_rate=sample_rate, steps=steps
+        ) from exc
+    return float(sigma)
+
+
+def noise_for_run(
+    *,
+    target_epsilon: float,
+    delta: float,
+    num_examples: int,
+    batch_size: int,
+    epochs: int,
+) -> float:
+    """One noise level for a whole run: ``epochs`` epochs in total (local epochs times
+    rounds) of ``num_examples`` rows in batches of ``batch_size`` composed reach at most
+    ``target_epsilon``; :class:`TargetUnreachableError` when no noise level can."""
+    q = sample_rate_for(num_examples=num_examples, batch_size=batch_size)
+    return noise_for_target(
+        target_epsilon=target_epsilon,
+        target_delta=delta,
+        sample_rate=q,
+        steps=steps_for(epochs, q),
     )
 
 

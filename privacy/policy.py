@@ -22,6 +22,9 @@ from typing import Any
 
 POLICY_FILE = "policy.toml"
 SHARE_MODES = ("exact", "dp", "none")
+# The key of a refusal because no noise level meets the run's target-epsilon on this
+# silo's rows (not a policy key: the run asks for something DP-SGD cannot give here).
+TARGET_UNREACHABLE = "dp-target-unreachable"
 
 
 class PolicyError(ValueError):

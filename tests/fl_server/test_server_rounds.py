@@ -305,3 +305,116 @@ def test_small_silos_validating_on_their_training_rows_do_not_enter_federated_va
         if m.metadata.message_type == "train" and m.metadata.dst_node_id not in small
     )
     assert history(summary)[0]["val_examples"] == held_out_examples
+
+
+# DP rounds load Opacus and train under noise: on a busy machine they outlast FAST's 5 s.
+SLOW_ROUNDS = {"round-timeout": 300.0}
+UNREACHABLE = {"dp": True, "target-epsilon": 0.05, "num-server-rounds": 4}
+
+
+def start(
+    tmp_path: Path, behaviours: dict[int, Callable[[int], Behaviour]] | None = None, **config: Any
+) -> tuple[FakeGrid, RunStopped]:
+    """A federation expected to stop during set-up: its grid and the stop."""
+    run_config = {**FAST, "artifacts-dir": str(tmp_path), "run-name": "r", **config}
+    grid = FakeGrid(3, run_config, behaviours)
+    settings, train = from_run_config(run_config)
+    with pytest.raises(RunStopped) as caught:
+        Federation(grid, settings, train, run_id=1).run()  # type: ignore[arg-type]
+    return grid, caught.value
+
+
+def replies_to(grid: FakeGrid, kind: str) -> list[Message]:
+    return [reply for msg, reply in grid.answered if msg.metadata.message_type == kind]
+
+
+def test_an_unreachable_dp_target_is_declined_at_the_query_and_stops_before_round_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid, stop = start(tmp_path, **UNREACHABLE)
+    assert stop.reason == "dp-target-unreachable"
+    assert "target-epsilon 0.05" in str(stop) and "no noise level" in str(stop)
+    queries = replies_to(grid, "query")
+    assert len(queries) == 3
+    for reply in queries:  # a refusal with its reason, not an error from inside training
+        assert not reply.has_error()
+        assert reply.content[p.INFO]["status"] == p.STATUS_DECLINED
+        assert reply.content[p.INFO]["policy_key"] == "dp-target-unreachable"
+    assert not replies_to(grid, "train")
+    assert not [r for r in caplog.records if r.exc_info]
+    assert not (tmp_path / "r" / "summary.json").exists()  # never reported as completed
+
+
+def test_the_server_app_reports_a_stop_before_round_1_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fl_server.app import main
+
+    run_config = {**FAST, "artifacts-dir": str(tmp_path), "run-name": "r", **UNREACHABLE}
+    grid = FakeGrid(3, run_config)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    caplog.set_level("INFO")
+    main(grid, context)  # type: ignore[arg-type]
+    stops = [r for r in caplog.records if "stopped before round 1" in r.getMessage()]
+    assert len(stops) == 1 and "(dp-target-unreachable)" in stops[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def _with_run_config(context: Context, run_config: dict[str, Any]) -> Context:
+    return Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config=context.node_config,
+        state=context.state,
+        run_config=run_config,
+    )
+
+
+def _lenient(msg: Message, context: Context) -> Message | None:
+    """A node that checks no DP plan itself (it believes the target is 4)."""
+    return honest(msg, _with_run_config(context, {**context.run_config, "target-epsilon": 4.0}))
+
+
+def test_the_server_refuses_an_unreachable_dp_plan_from_the_rows_it_was_told(
+    tmp_path: Path,
+) -> None:
+    grid, stop = start(tmp_path, {node(i): lambda r: _lenient for i in range(3)}, **UNREACHABLE)
+    assert stop.reason == "dp-target-unreachable"
+    queries = replies_to(grid, "query")
+    assert [r.content[p.INFO]["status"] for r in queries] == [p.STATUS_OK] * 3
+    assert not replies_to(grid, "train")
+
+
+def test_a_reachable_dp_target_passes_the_plan_check_and_trains(tmp_path: Path) -> None:
+    summary, _, _ = federate(
+        tmp_path, **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2}
+    )
+    assert summary["stop_reason"] == "completed"
+    assert 0 < summary["epsilon_max"] <= 4.0
+
+
+def test_a_node_asked_to_train_past_a_reachable_target_declines_and_spends_nothing(
+    tmp_path: Path,
+) -> None:
+    # The server sees target 4 (the plan passes); the nodes were configured for 0.05 and
+    # refuse at train time as well, with the reason and without raising.
+    def strict_at_train(msg: Message, context: Context) -> Message | None:
+        if msg.metadata.message_type != "train":
+            return honest(msg, context)
+        strict = {**context.run_config, "target-epsilon": 0.05}
+        return honest(msg, _with_run_config(context, strict))
+
+    summary, grid, _ = federate(
+        tmp_path,
+        {node(i): lambda r: strict_at_train for i in range(3)},
+        **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2},
+    )
+    trains = replies_to(grid, "train")
+    assert len(trains) == 3
+    for reply in trains:
+        assert reply.content[p.INFO]["status"] == p.STATUS_DECLINED
+        assert reply.content[p.INFO]["policy_key"] == "dp-target-unreachable"
+    assert summary["stop_reason"] == "policy-declined"
+    assert summary["rounds_completed"] == 1 and summary["epsilon_max"] is None
