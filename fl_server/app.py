@@ -25,7 +25,7 @@ from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
 from fl_common.data import pooled_split
-from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
+from fl_common.settings import STOP_METRICS, RunSettings, from_run_config, recipe_keys
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
 
 from .aggregation import restore_strategy_state
@@ -70,6 +70,11 @@ RESUME_MAY_CHANGE = (
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings, config = from_run_config(dict(context.run_config))
+    auto = recipe_keys(dict(context.run_config))
+    if auto:  # said once, at the start: the summary's settings hold the values too
+        chosen = ", ".join(f"{k} {config.to_dict()[k]}" for k in auto)
+        mode = "DP-SGD" if settings.dp else "training without DP"
+        log(INFO, "Local training: the recipe for %s: %s (set a key to override)", mode, chosen)
     try:
         Federation(grid, settings, config, run_id=context.run_id).run()
     except RunStopped as stop:  # before round 1: a refusal to start, not a crash
