@@ -123,7 +123,9 @@ def train(msg: Message, context: Context) -> Message:
         {
             p.ARRAYS: arrays,
             p.METRICS: MetricRecord(result.metrics()),
-            p.INFO: p.info_record(result.status, result.reason, silo=silo.silo_id),
+            p.INFO: p.info_record(
+                result.status, result.reason, silo=silo.silo_id, accountant=result.accountant
+            ),
         }
     )
     return Message(content=content, reply_to=msg)

@@ -57,6 +57,7 @@ class DPOptions:
     budget_cap: float = math.inf
     run_epsilon: float = math.inf
     min_noise_multiplier: float = 0.0
+    accountant: str = "rdp"  # the silo policy's (privacy.accountant)
 
     @classmethod
     def from_grant(cls, grant: Grant, *, max_grad_norm: float, planned_rounds: int) -> DPOptions:
@@ -69,6 +70,7 @@ class DPOptions:
             budget_cap=grant.budget_cap,
             run_epsilon=grant.run_epsilon,
             min_noise_multiplier=grant.min_noise_multiplier,
+            accountant=grant.accountant,
         )
 
     def noise_multiplier(self, num_examples: int, config: TrainConfig) -> float:
@@ -85,6 +87,7 @@ class DPOptions:
             num_examples=num_examples,
             batch_size=config.batch_size,
             epochs=config.local_epochs * self.planned_rounds,
+            accountant=self.accountant,
         )
         return max(sigma, self.min_noise_multiplier)
 
@@ -137,6 +140,7 @@ def open_ledger(path: Path, *, key: bytes, dp: DPOptions, run: str | None = None
         delta=dp.delta,
         run=run,
         allow_budget_increase=True,
+        accountant=dp.accountant,
     )
     ledger.restrict(
         total=dp.budget_cap if math.isfinite(dp.budget_cap) else None,
@@ -157,6 +161,7 @@ class RoundResult:
     val: dict[str, Any]  # the received model on the validation split
     epsilon: float | None  # the ledger's spent epsilon after the round; None without DP
     held_out: bool = True  # the validation rows are not the training rows
+    accountant: str = ""  # what produced ``epsilon`` ("prv" or "rdp"); "" without DP
 
     @property
     def ok(self) -> bool:
@@ -253,6 +258,7 @@ def train_round(
         delta=dp.delta,
         epochs=config.local_epochs,
         noise_multiplier=dp.noise_multiplier(len(X_train), config),
+        accountant=dp.accountant,
     )
     plan = session.plan(num_examples=len(X_train), batch_size=config.batch_size)
     try:
@@ -262,6 +268,7 @@ def train_round(
     result = fit(model, X_train, silo.train.y, round_config, privatize=session, **train_args)
     reservation.settle(session.steps_taken)
     state = unwrapped_state_dict(model)
+    spent, accountant = ledger.spent()
     return RoundResult(
         p.STATUS_OK,
         "",
@@ -269,8 +276,9 @@ def train_round(
         len(X_train),
         result.metrics,
         val,
-        ledger.spent_epsilon(),
+        spent,
         silo.held_out,
+        accountant,
     )
 
 
@@ -278,6 +286,7 @@ def _declined_round(
     reason: str, num_examples: int, val: dict[str, Any], ledger: PrivacyLedger, silo: Silo
 ) -> RoundResult:
     idle = {"train_loss": 0.0, "train_accuracy": 0.0, "seconds": 0.0}
+    spent, accountant = ledger.spent()
     return RoundResult(
         p.STATUS_DECLINED,
         reason,
@@ -285,6 +294,7 @@ def _declined_round(
         num_examples,
         idle,
         val,
-        ledger.spent_epsilon(),
+        spent,
         silo.held_out,
+        accountant,
     )

@@ -176,12 +176,13 @@ class RoundLoop:
         reachable = []
         for reply in usable:
             try:
-                noise_for_run(
+                noise_for_run(  # by the tightest accountant a silo may choose
                     target_epsilon=self.settings.target_epsilon,
                     delta=self.settings.target_delta,
                     num_examples=max(reply.rows, 1),
                     batch_size=self.config.batch_size,
                     epochs=self.config.local_epochs * self.settings.num_server_rounds,
+                    accountant="prv",
                 )
             except TargetUnreachableError as exc:
                 book.policy_declined[reply.node] = f"{TARGET_UNREACHABLE}: {exc}"
@@ -291,6 +292,9 @@ class RoundLoop:
             declined=by_kind["declined"],
             epsilon_max=max(epsilons) if epsilons else None,
             epsilon_by_silo={r.silo or f"node {r.node}": r.epsilon for r in valid if r.epsilon},
+            accountant_by_silo={
+                r.silo or f"node {r.node}": r.accountant for r in valid if r.epsilon
+            },
             train_loss=_weighted(updates, "train_loss"),
             train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in updates),
             skipped=len(valid) < self.settings.min_nodes,

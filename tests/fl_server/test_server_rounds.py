@@ -307,9 +307,20 @@ def test_small_silos_validating_on_their_training_rows_do_not_enter_federated_va
     assert history(summary)[0]["val_examples"] == held_out_examples
 
 
+@pytest.fixture
+def own_ledgers() -> None:
+    """Simulated silos are cached per process with their ledger's path, which lies in
+    the FEDSILO_HOME of the test that first built them: a DP test needs its own."""
+    from fl_client import silo
+
+    silo._simulated_silo_cached.cache_clear()
+
+
 # DP rounds load Opacus and train under noise: on a busy machine they outlast FAST's 5 s.
 SLOW_ROUNDS = {"round-timeout": 300.0}
-UNREACHABLE = {"dp": True, "target-epsilon": 0.05, "num-server-rounds": 4}
+# Below what any noise reaches for these silos, by either accountant (PRV states epsilon
+# to within 0.01, so it never claims less than that).
+UNREACHABLE = {"dp": True, "target-epsilon": 0.005, "num-server-rounds": 4}
 
 
 def start(
@@ -333,7 +344,7 @@ def test_an_unreachable_dp_target_is_declined_at_the_query_and_stops_before_roun
 ) -> None:
     grid, stop = start(tmp_path, **UNREACHABLE)
     assert stop.reason == "dp-target-unreachable"
-    assert "target-epsilon 0.05" in str(stop) and "no noise level" in str(stop)
+    assert "target-epsilon 0.005" in str(stop) and "no noise level" in str(stop)
     queries = replies_to(grid, "query")
     assert len(queries) == 3
     for reply in queries:  # a refusal with its reason, not an error from inside training
@@ -387,28 +398,59 @@ def test_the_server_refuses_an_unreachable_dp_plan_from_the_rows_it_was_told(
     assert not replies_to(grid, "train")
 
 
-def test_a_reachable_dp_target_passes_the_plan_check_and_trains(tmp_path: Path) -> None:
+def test_a_reachable_dp_target_passes_the_plan_check_and_trains(
+    tmp_path: Path, own_ledgers: None
+) -> None:
     summary, _, _ = federate(
         tmp_path, **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2}
     )
     assert summary["stop_reason"] == "completed"
     assert 0 < summary["epsilon_max"] <= 4.0
+    # every epsilon says which accountant produced it: the simulated policy's default
+    for entry in history(summary)[1:]:
+        assert set(entry["accountant_by_silo"]) == set(entry["epsilon_by_silo"])
+        assert set(entry["accountant_by_silo"].values()) == {"prv"}
+
+
+def test_a_silo_whose_policy_names_rdp_spends_and_reports_by_rdp(
+    tmp_path: Path, own_ledgers: None
+) -> None:
+    from privacy import dp
+    from privacy.ledger import PrivacyLedger
+
+    home = tmp_path / "fedsilo-home"
+    home.mkdir(exist_ok=True)
+    (home / "policy.toml").write_text('[privacy]\naccountant = "rdp"\n')
+    summary, _, _ = federate(
+        tmp_path, **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 1}
+    )
+    (entry,) = history(summary)[1:]
+    assert set(entry["accountant_by_silo"].values()) == {"rdp"}
+    ledger_path = next((home / "ledgers").glob("*.ledger"))
+    ledger = PrivacyLedger.open(
+        ledger_path, key=resolve_key(None), budget_epsilon=10.0, delta=1e-5, accountant="rdp"
+    )
+    (settled,) = ledger.entries
+    rdp = dp.epsilon_of_history(
+        [(settled.noise_multiplier, settled.sample_rate, settled.steps)], delta=1e-5
+    )
+    assert entry["epsilon_by_silo"][settled.label] == pytest.approx(rdp)
 
 
 def test_a_node_asked_to_train_past_a_reachable_target_declines_and_spends_nothing(
-    tmp_path: Path,
+    tmp_path: Path, own_ledgers: None
 ) -> None:
-    # The server sees target 4 (the plan passes); the nodes were configured for 0.05 and
+    # The server sees target 4 (the plan passes); the nodes were configured for 0.005 and
     # refuse at train time as well, with the reason and without raising.
     def strict_at_train(msg: Message, context: Context) -> Message | None:
         if msg.metadata.message_type != "train":
             return honest(msg, context)
-        strict = {**context.run_config, "target-epsilon": 0.05}
+        strict = {**context.run_config, "target-epsilon": 0.005}
         return honest(msg, _with_run_config(context, strict))
 
     summary, grid, _ = federate(
         tmp_path,
-        {node(i): lambda r: strict_at_train for i in range(3)},
+        behaviours={node(i): lambda r: strict_at_train for i in range(3)},
         **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2},
     )
     trains = replies_to(grid, "train")
