@@ -8,10 +8,10 @@ error rather than a silently ignored setting.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine")
 CLASS_WEIGHTING = ("none", "balanced")
 RESAMPLING = ("none", "over", "under")
@@ -21,6 +21,24 @@ IMPUTATION = ("mean", "median")
 
 class ConfigError(ValueError):
     """A setting is unknown or out of range; the message names the key."""
+
+
+# What "auto" (optimizer) and 0 (learning-rate, batch-size, local-epochs) stand for: the
+# recipe of the run's mode. DP-SGD adds noise of a fixed size to the sum of each batch's
+# clipped gradients, so large batches drown less of the signal, and Adam would divide
+# every coordinate by a running variance that is mostly the noise's. Plain SGD with
+# momentum, a large step and batches of 256 lost 2.8 points at epsilon 8 on the synthetic
+# federation where Adam's defaults lost 6.9 (BENCHMARKS.md; bench/dp_recipe_check.py).
+AUTO: dict[str, Any] = {
+    "optimizer": "auto",
+    "learning_rate": 0.0,
+    "batch_size": 0,
+    "local_epochs": 0,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "plain": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "local_epochs": 2},
+    "dp": {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 256, "local_epochs": 1},
+}
 
 
 @dataclass(frozen=True)
@@ -52,9 +70,20 @@ class TrainConfig:
     drop_duplicates: bool = True
 
     def __post_init__(self) -> None:
-        require(self.local_epochs >= 1, "local-epochs", "must be at least 1", self.local_epochs)
-        require(self.batch_size >= 1, "batch-size", "must be at least 1", self.batch_size)
-        require(self.learning_rate > 0, "learning-rate", "must be positive", self.learning_rate)
+        # 0 (and optimizer "auto") leave the value to the mode's recipe: for_mode()
+        require(
+            self.local_epochs >= 0,
+            "local-epochs",
+            "must be at least 1 (0: auto)",
+            self.local_epochs,
+        )
+        require(self.batch_size >= 0, "batch-size", "must be at least 1 (0: auto)", self.batch_size)
+        require(
+            self.learning_rate >= 0,
+            "learning-rate",
+            "must be positive (0: auto)",
+            self.learning_rate,
+        )
         require(0 <= self.momentum < 1, "momentum", "must be in [0, 1)", self.momentum)
         require(self.weight_decay >= 0, "weight-decay", "must be non-negative", self.weight_decay)
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)", self.dropout)
@@ -102,6 +131,17 @@ class TrainConfig:
             'must be a comma-separated list of positive integers such as "128,64"',
             self.hidden_sizes,
         )
+
+    def auto_keys(self) -> tuple[str, ...]:
+        """The kebab-case keys left to the mode's recipe ("auto" or 0)."""
+        return tuple(k.replace("_", "-") for k, v in AUTO.items() if getattr(self, k) == v)
+
+    def for_mode(self, *, dp: bool) -> TrainConfig:
+        """This config with every key left to the recipe set from ``RECIPES``: "dp" under
+        DP-SGD, else "plain". Keys given a value of their own keep it."""
+        recipe = RECIPES["dp" if dp else "plain"]
+        chosen = {k: recipe[k] for k, v in AUTO.items() if getattr(self, k) == v}
+        return replace(self, **chosen) if chosen else self
 
     @property
     def hidden(self) -> tuple[int, ...]:

@@ -65,6 +65,11 @@ def query(msg: Message, context: Context) -> Message:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(build_model(spec)))
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
+    # A target no noise level meets on this silo's rows is refused now, before any
+    # statistic is computed or spent, rather than as an error inside every round.
+    unreachable = _unreachable(grant, settings, silo, config)
+    if unreachable is not None:
+        return _declined(msg, silo, unreachable)
     schema_toml = silo.train.schema.to_toml()
     content = RecordDict(
         {
@@ -96,6 +101,9 @@ def train(msg: Message, context: Context) -> Message:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
+    unreachable = _unreachable(grant, settings, silo, config)
+    if unreachable is not None:
+        return _declined(msg, silo, unreachable)
     dp = _dp_options(grant, settings)
     pre, weights = _preparation(msg, silo, config)
     result = train_round(
@@ -119,7 +127,9 @@ def train(msg: Message, context: Context) -> Message:
         {
             p.ARRAYS: arrays,
             p.METRICS: MetricRecord(result.metrics()),
-            p.INFO: p.info_record(result.status, result.reason, silo=silo.silo_id),
+            p.INFO: p.info_record(
+                result.status, result.reason, silo=silo.silo_id, accountant=result.accountant
+            ),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -186,6 +196,14 @@ def _dp_options(grant: Grant, settings: RunSettings) -> DPOptions | None:
     return DPOptions.from_grant(
         grant, max_grad_norm=settings.dp_max_grad_norm, planned_rounds=settings.num_server_rounds
     )
+
+
+def _unreachable(
+    grant: Grant, settings: RunSettings, silo: Silo, config: TrainConfig
+) -> PolicyDeclined | None:
+    """The refusal when DP training of this run cannot meet its target on this silo."""
+    dp = _dp_options(grant, settings)
+    return dp.declined(len(silo.train), config) if dp is not None else None
 
 
 def _shared_stats(

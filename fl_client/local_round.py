@@ -29,7 +29,7 @@ from core_training.sampling import RESAMPLING_UNDER_DP
 from core_training.trainer import evaluate, fit
 from fl_common import protocol as p
 from fl_common.settings import VAL_METRICS, RunSettings
-from privacy.policy import Grant, RunRequest, decide
+from privacy.policy import TARGET_UNREACHABLE, Grant, PolicyDeclined, RunRequest, decide
 
 from .silo import Silo
 
@@ -55,6 +55,7 @@ class DPOptions:
     budget_cap: float = math.inf
     run_epsilon: float = math.inf
     min_noise_multiplier: float = 0.0
+    accountant: str = "rdp"  # the silo policy's (privacy.accountant)
 
     @classmethod
     def from_grant(cls, grant: Grant, *, max_grad_norm: float, planned_rounds: int) -> DPOptions:
@@ -67,22 +68,37 @@ class DPOptions:
             budget_cap=grant.budget_cap,
             run_epsilon=grant.run_epsilon,
             min_noise_multiplier=grant.min_noise_multiplier,
+            accountant=grant.accountant,
         )
 
     def noise_multiplier(self, num_examples: int, config: TrainConfig) -> float:
         """The noise that makes all planned rounds of local training, composed, reach
         the target epsilon: one noise level for the run, chosen for its total steps,
-        and never below the silo's ``min-noise-multiplier``."""
-        from privacy.dp import noise_for_target, sample_rate_for, steps_for
+        and never below the silo's ``min-noise-multiplier``. Raises
+        ``privacy.dp.TargetUnreachableError`` when no noise level can (see
+        :meth:`declined`)."""
+        from privacy.dp import noise_for_run
 
-        q = sample_rate_for(num_examples=num_examples, batch_size=config.batch_size)
-        sigma = noise_for_target(
+        sigma = noise_for_run(
             target_epsilon=self.target_epsilon,
-            target_delta=self.delta,
-            sample_rate=q,
-            steps=steps_for(config.local_epochs * self.planned_rounds, q),
+            delta=self.delta,
+            num_examples=num_examples,
+            batch_size=config.batch_size,
+            epochs=config.local_epochs * self.planned_rounds,
+            accountant=self.accountant,
         )
         return max(sigma, self.min_noise_multiplier)
+
+    def declined(self, num_examples: int, config: TrainConfig) -> PolicyDeclined | None:
+        """The refusal to send when this run's target cannot be met on ``num_examples``
+        rows (checked before anything is computed or spent), else None."""
+        from privacy.dp import TargetUnreachableError
+
+        try:
+            self.noise_multiplier(num_examples, config)
+        except TargetUnreachableError as exc:
+            return PolicyDeclined(TARGET_UNREACHABLE, str(exc))
+        return None
 
 
 def run_request(
@@ -122,6 +138,7 @@ def open_ledger(path: Path, *, key: bytes, dp: DPOptions, run: str | None = None
         delta=dp.delta,
         run=run,
         allow_budget_increase=True,
+        accountant=dp.accountant,
     )
     ledger.restrict(
         total=dp.budget_cap if math.isfinite(dp.budget_cap) else None,
@@ -142,6 +159,7 @@ class RoundResult:
     val: dict[str, Any]  # the received model on the validation split
     epsilon: float | None  # the ledger's spent epsilon after the round; None without DP
     held_out: bool = True  # the validation rows are not the training rows
+    accountant: str = ""  # what produced ``epsilon`` ("prv" or "rdp"); "" without DP
 
     @property
     def ok(self) -> bool:
@@ -230,30 +248,25 @@ def train_round(
         raise ValueError("a private round needs the silo's privacy ledger")
     if config.resampling != "none":  # refused before the ledger reserves anything
         raise ValueError(RESAMPLING_UNDER_DP)
+    unreachable = dp.declined(len(X_train), config)
+    if unreachable is not None:  # nothing trained, nothing recorded
+        return _declined_round(str(unreachable), len(X_train), val, ledger, silo)
     session = DPSession(
         max_grad_norm=dp.max_grad_norm,
         delta=dp.delta,
         epochs=config.local_epochs,
         noise_multiplier=dp.noise_multiplier(len(X_train), config),
+        accountant=dp.accountant,
     )
     plan = session.plan(num_examples=len(X_train), batch_size=config.batch_size)
     try:
         reservation = ledger.reserve_plan(plan, round=server_round, label=silo.silo_id)
     except BudgetExhaustedError as exc:
-        idle = {"train_loss": 0.0, "train_accuracy": 0.0, "seconds": 0.0}
-        return RoundResult(
-            p.STATUS_DECLINED,
-            str(exc),
-            None,
-            len(X_train),
-            idle,
-            val,
-            ledger.spent_epsilon(),
-            silo.held_out,
-        )
+        return _declined_round(str(exc), len(X_train), val, ledger, silo)
     result = fit(model, X_train, silo.train.y, round_config, privatize=session, **train_args)
     reservation.settle(session.steps_taken)
     state = unwrapped_state_dict(model)
+    spent, accountant = ledger.spent()
     return RoundResult(
         p.STATUS_OK,
         "",
@@ -261,6 +274,25 @@ def train_round(
         len(X_train),
         result.metrics,
         val,
-        ledger.spent_epsilon(),
+        spent,
         silo.held_out,
+        accountant,
+    )
+
+
+def _declined_round(
+    reason: str, num_examples: int, val: dict[str, Any], ledger: PrivacyLedger, silo: Silo
+) -> RoundResult:
+    idle = {"train_loss": 0.0, "train_accuracy": 0.0, "seconds": 0.0}
+    spent, accountant = ledger.spent()
+    return RoundResult(
+        p.STATUS_DECLINED,
+        reason,
+        None,
+        num_examples,
+        idle,
+        val,
+        spent,
+        silo.held_out,
+        accountant,
     )

@@ -97,8 +97,13 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
         config.seed,
         config.drop_duplicates,
     )
-    # the data is cached per process; the policy is read anew, as a silo may change it
-    return replace(silo, policy=find_policy(None, fedsilo_home(), simulated=True))
+    # the data is cached per process; the policy and the ledger's place are the home's now
+    home = fedsilo_home()
+    return replace(
+        silo,
+        policy=find_policy(None, home, simulated=True),
+        ledger_path=home / "ledgers" / f"{silo.silo_id}.ledger",
+    )
 
 
 @lru_cache(maxsize=64)

@@ -393,6 +393,8 @@ def ledger_summary(path: Path, key: bytes) -> dict[str, Any]:
         "budget_epsilon": budget,
         "delta": float(record["delta"]),
         "spent_epsilon": spent,
+        # which accountant composed it (files written before there was a choice: RDP)
+        "accountant": str(meta.get("accountant", "rdp")),
         "remaining_epsilon": max(0.0, budget - spent),
         "rounds_recorded": sum(1 for e in entries if e["steps"] > 0),
         "pending_reservations": sum(1 for e in entries if e["status"] == "reserved"),

@@ -223,7 +223,10 @@ def _plain_name(name: str) -> bool:
 
 
 def from_run_config(run_config: dict[str, Any]) -> tuple[RunSettings, TrainConfig]:
-    """Split and validate a Flower run-config; unknown keys are errors."""
+    """Split and validate a Flower run-config; unknown keys are errors. Training keys left
+    to the recipe (``optimizer = "auto"``, ``learning-rate``, ``batch-size`` or
+    ``local-epochs`` 0) get the recipe of the run's mode (``TrainConfig.for_mode``): the
+    server and every client resolve them here, from the same run config."""
     train_keys = set(TrainConfig.keys())
     run_fields = {f.name: f for f in fields(RunSettings)}
     run_kwargs: dict[str, Any] = {}
@@ -240,7 +243,13 @@ def from_run_config(run_config: dict[str, Any]) -> tuple[RunSettings, TrainConfi
                 f"training: {', '.join(TrainConfig.keys())})"
             )
         run_kwargs[name] = coerce_value(key, value, type(getattr(RunSettings(), name)))
-    settings, config = RunSettings(**run_kwargs), TrainConfig.from_dict(train_values)
+    settings = RunSettings(**run_kwargs)
+    config = TrainConfig.from_dict(train_values).for_mode(dp=settings.dp)
     if settings.dp and config.resampling != "none":  # refused before any round starts
         raise ConfigError(RESAMPLING_UNDER_DP)
     return settings, config
+
+
+def recipe_keys(run_config: dict[str, Any]) -> tuple[str, ...]:
+    """The training keys a run config leaves to its mode's recipe (for the log)."""
+    return TrainConfig.from_dict(run_config, ignore_unknown=True).auto_keys()

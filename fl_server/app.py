@@ -34,7 +34,7 @@ from fl_common.modelfile import (
     serialized_size,
     state_from_arrays,
 )
-from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
+from fl_common.settings import STOP_METRICS, RunSettings, from_run_config, recipe_keys
 from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
 
 from . import tracking
@@ -74,10 +74,15 @@ RESUME_MAY_CHANGE = (
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings, config = from_run_config(dict(context.run_config))
+    auto = recipe_keys(dict(context.run_config))
+    if auto:  # said once, at the start: the summary's settings hold the values too
+        chosen = ", ".join(f"{k} {config.to_dict()[k]}" for k in auto)
+        mode = "DP-SGD" if settings.dp else "training without DP"
+        log(INFO, "Local training: the recipe for %s: %s (set a key to override)", mode, chosen)
     try:
         Federation(grid, settings, config, run_id=context.run_id).run()
-    except RunStopped as stop:  # set-up could not start the run: one line, no traceback
-        log(ERROR, "fedsilo run not started (%s): %s", stop.reason, stop)
+    except RunStopped as stop:  # before round 1: a refusal to start, not a crash
+        log(ERROR, "fedsilo run stopped before round 1 (%s): %s", stop.reason, stop)
 
 
 # Set-up stops that concern the run folder itself: nothing is written into it.

@@ -44,6 +44,7 @@ from core_training.trainer import evaluate
 from fl_common import protocol as p
 from fl_common.modelfile import state_from_arrays
 from fl_common.settings import VAL_METRICS, RunSettings
+from privacy.policy import TARGET_UNREACHABLE
 
 from .aggregation import aggregate, make_strategy, strategy_state
 from .replies import (
@@ -122,6 +123,7 @@ class RoundLoop:
         ]
         digest = p.schema_digest(schema.to_toml())
         usable: list[StatsReply] = []
+        unreachable: list[int] = []  # nodes no noise level can take to target-epsilon
         for node, reply in self.transport.ask(messages).items():
             parsed = (
                 parse_stats(reply, node, schema)
@@ -131,6 +133,8 @@ class RoundLoop:
             if isinstance(parsed, Problem):
                 if parsed.kind == DECLINED:
                     book.policy_declined[node] = parsed.reason
+                    if parsed.policy_key == TARGET_UNREACHABLE:
+                        unreachable.append(node)
                 else:
                     book.no_statistics[node] = f"{parsed.kind}: {parsed.reason}"
                 log(WARNING, "Statistics: %s %s: %s", parsed.name, parsed.kind, parsed.reason)
@@ -141,6 +145,18 @@ class RoundLoop:
                 continue
             book.rows[node] = parsed.rows
             usable.append(parsed)
+        if self.settings.dp:
+            usable = self._dp_plan(usable, book, unreachable)
+        if len(usable) < self.settings.min_nodes and unreachable:
+            raise RunStopped(
+                TARGET_UNREACHABLE,
+                f"the DP plan cannot meet target-epsilon {self.settings.target_epsilon:g} "
+                f"(delta {self.settings.target_delta:g}, {self.settings.num_server_rounds} "
+                f"round(s) of {self.config.local_epochs} local epoch(s), batch size "
+                f"{self.config.batch_size}) on {len(unreachable)} node(s); "
+                f"{len(usable)} node(s) can take part, fewer than min-nodes "
+                f"({self.settings.min_nodes}). {book.policy_declined[unreachable[0]]}",
+            )
         if len(usable) < self.settings.min_nodes:
             raise RunStopped(
                 "policy-declined" if book.policy_declined else "too-few-nodes",
@@ -149,6 +165,33 @@ class RoundLoop:
                 f"{len(book.policy_declined)}, another schema: {len(book.other_schema)}",
             )
         return usable
+
+    def _dp_plan(
+        self, usable: list[StatsReply], book: NodeBook, unreachable: list[int]
+    ) -> list[StatsReply]:
+        """The replies of nodes whose DP plan can meet the run's target: the noise for
+        all rounds of local training on the rows each reported. A node no noise level
+        takes there is left out (its training would be refused), named in ``book``."""
+        from privacy.dp import TargetUnreachableError, noise_for_run
+
+        reachable = []
+        for reply in usable:
+            try:
+                noise_for_run(  # by the tightest accountant a silo may choose
+                    target_epsilon=self.settings.target_epsilon,
+                    delta=self.settings.target_delta,
+                    num_examples=max(reply.rows, 1),
+                    batch_size=self.config.batch_size,
+                    epochs=self.config.local_epochs * self.settings.num_server_rounds,
+                    accountant="prv",
+                )
+            except TargetUnreachableError as exc:
+                book.policy_declined[reply.node] = f"{TARGET_UNREACHABLE}: {exc}"
+                unreachable.append(reply.node)
+                log(WARNING, "Node %d: %s", reply.node, exc)
+                continue
+            reachable.append(reply)
+        return reachable
 
     # -- one round ---------------------------------------------------------------------
 
@@ -251,6 +294,9 @@ class RoundLoop:
             declined=by_kind["declined"],
             epsilon_max=max(epsilons) if epsilons else None,
             epsilon_by_silo={r.silo or f"node {r.node}": r.epsilon for r in valid if r.epsilon},
+            accountant_by_silo={
+                r.silo or f"node {r.node}": r.accountant for r in valid if r.epsilon
+            },
             train_loss=_weighted(updates, "train_loss"),
             train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in updates),
             skipped=len(valid) < self.settings.min_nodes,

@@ -80,6 +80,7 @@ class TrainReply:
     update: Update
     epsilon: float | None
     evaluation: Evaluation | None  # the received model on the silo's validation rows
+    accountant: str = ""  # the silo's word for what produced its epsilon
 
 
 T = TypeVar("T")
@@ -232,6 +233,7 @@ def _parse_train(
         update=Update(f"node {node}", arrays, int(examples), checked),
         epsilon=eps if eps >= 0 else None,
         evaluation=evaluation,
+        accountant=_text(info.get("accountant", ""), "accountant")[:16],
     )
 
 

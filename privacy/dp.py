@@ -9,7 +9,8 @@ A :class:`DPSession` is the ``privatize`` hook that ``core_training.trainer.fit`
     session.steps_taken, session.epsilon()
 
 Every privacy parameter is keyword-only, so sigma (noise multiplier) and q (sample rate)
-cannot be swapped by position. Epsilon is counted with Opacus's RDP accountant.
+cannot be swapped by position. Epsilon is counted with Opacus's RDP accountant, or its
+PRV accountant (``accountant="prv"``: tighter, slower; see :func:`account`).
 
 The loader handed back samples each example independently with probability
 q = 1/len(loader) (Poisson sampling, as the accountant assumes), so batch sizes vary and a
@@ -21,6 +22,7 @@ was empty, which the accounting does not cover. Leave empty batches out of loss 
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from collections.abc import Iterable
@@ -29,7 +31,8 @@ from typing import Any
 
 import torch
 from opacus import GradSampleModule, PrivacyEngine
-from opacus.accountants import RDPAccountant
+from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.utils import MAX_SIGMA as _MAX_SIGMA
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample.gsm_base import AbstractGradSampleModule
@@ -37,11 +40,46 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+# Accountants that compose the ledger's history of subsampled Gaussian mechanisms:
+# "prv" (Gopi et al. 2021: the privacy loss distributions convolved numerically; a
+# near-exact upper bound, within PRV_EPS_ERROR) and "rdp" (Renyi DP, Mironov 2017: a
+# looser closed-form bound, fast for any history). Library functions default to "rdp",
+# as before; a silo's policy chooses (privacy.accountant, default "prv").
+ACCOUNTANTS = ("prv", "rdp")
 ACCOUNTANT = "rdp"
+# PRV's epsilon is the upper end of its estimate: at most this far above the exact one.
+PRV_EPS_ERROR = 0.01
+# PRV convolves one discretized distribution per distinct (sigma, q); past this many its
+# time grows into seconds per call, and the history is accounted with RDP (and says so).
+PRV_MAX_MECHANISMS = 6
 
 
 class IncompatibleModelError(ValueError):
     """A model DP-SGD cannot train as is; the message lists each problem."""
+
+
+class TargetUnreachableError(ValueError):
+    """No noise level keeps the planned steps within the target epsilon.
+
+    The accountant cannot prove an epsilon that small for this many steps at this
+    sample rate and delta, however much noise is added (for the RDP accountant the
+    conversion to (epsilon, delta) alone costs about ``log(1/delta) / max_order``).
+    Fewer rounds or epochs, larger batches (a larger sample rate needs fewer steps per
+    epoch), a larger delta or a larger target make it reachable."""
+
+    def __init__(
+        self, *, target_epsilon: float, delta: float, sample_rate: float, steps: int
+    ) -> None:
+        super().__init__(
+            f"no noise level keeps {steps} DP-SGD steps at sample rate {sample_rate:.4g} "
+            f"within target-epsilon {target_epsilon:g} at delta {delta:g}: the target is too "
+            "small for this data size; use fewer rounds or local epochs, a larger batch "
+            "size or a larger target-epsilon"
+        )
+        self.target_epsilon = target_epsilon
+        self.delta = delta
+        self.sample_rate = sample_rate
+        self.steps = steps
 
 
 @dataclass(frozen=True)
@@ -53,6 +91,7 @@ class DPPlan:
     steps: int
     max_grad_norm: float
     delta: float
+    accountant: str = ACCOUNTANT
 
     def epsilon(self) -> float:
         return epsilon_for(
@@ -60,6 +99,7 @@ class DPPlan:
             sample_rate=self.sample_rate,
             steps=self.steps,
             delta=self.delta,
+            accountant=self.accountant,
         )
 
 
@@ -83,51 +123,168 @@ def steps_for(epochs: int, sample_rate: float) -> int:
     return int(epochs) * int(1 / sample_rate)
 
 
-def epsilon_for(*, noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """Epsilon of ``steps`` DP-SGD steps at (sigma, q), by the RDP accountant."""
-    return epsilon_of_history([(noise_multiplier, sample_rate, steps)], delta=delta)
+def epsilon_for(
+    *,
+    noise_multiplier: float,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    accountant: str = ACCOUNTANT,
+) -> float:
+    """Epsilon of ``steps`` DP-SGD steps at (sigma, q) by ``accountant``."""
+    return epsilon_of_history(
+        [(noise_multiplier, sample_rate, steps)], delta=delta, accountant=accountant
+    )
 
 
-def epsilon_of_history(history: Iterable[tuple[float, float, int]], *, delta: float) -> float:
+def epsilon_of_history(
+    history: Iterable[tuple[float, float, int]], *, delta: float, accountant: str = ACCOUNTANT
+) -> float:
     """Epsilon of the composition of several (noise multiplier, sample rate, steps) runs.
 
-    RDP composes by adding Renyi divergences order by order and converting to (eps, delta)
-    once, which is tighter than adding the epsilons of each run.
+    Both accountants compose the whole history at once (RDP adds Renyi divergences order
+    by order, PRV convolves the privacy loss distributions), which is tighter than adding
+    the epsilons of each run. See :func:`account` for which accountant answered.
     """
+    return account(history, delta=delta, accountant=accountant)[0]
+
+
+def account(
+    history: Iterable[tuple[float, float, int]], *, delta: float, accountant: str = ACCOUNTANT
+) -> tuple[float, str]:
+    """(epsilon, the accountant that produced it) for a history of (sigma, q, steps).
+
+    Entries with the same sigma and q are merged (composition does not depend on
+    order), so a run's rounds cost PRV one mechanism. "prv" answers with "rdp" when the
+    history holds more than ``PRV_MAX_MECHANISMS`` distinct mechanisms."""
     _check_delta(delta)
-    events = []
+    if accountant not in ACCOUNTANTS:
+        raise ValueError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
+    merged: dict[tuple[float, float], int] = {}
     for sigma, q, steps in history:
         _check_rate(q)
         if steps < 0 or sigma < 0:
             raise ValueError("steps and noise multiplier must be >= 0")
         if steps > 0:
-            events.append((float(sigma), float(q), int(steps)))
-    if not events:
-        return 0.0
-    if any(sigma == 0 for sigma, _, _ in events):
-        return math.inf
-    accountant = RDPAccountant()
-    accountant.history = events
-    return float(accountant.get_epsilon(delta=delta))
+            key = (float(sigma), float(q))
+            merged[key] = merged.get(key, 0) + int(steps)
+    if not merged:
+        return 0.0, accountant
+    if any(sigma == 0 for sigma, _ in merged):
+        return math.inf, accountant
+    events = tuple(sorted((sigma, q, steps) for (sigma, q), steps in merged.items()))
+    if accountant == "prv" and len(events) > PRV_MAX_MECHANISMS:
+        accountant = "rdp"
+    return _epsilon(events, float(delta), accountant), accountant
+
+
+@functools.lru_cache(maxsize=512)
+def _epsilon(events: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    # Cached: a round asks for the same history's epsilon several times (check, reserve,
+    # settle, report), and a PRV evaluation takes a good fraction of a second.
+    if accountant == "rdp":
+        rdp = RDPAccountant()
+        rdp.history = list(events)
+        return float(rdp.get_epsilon(delta=delta))
+    prv = PRVAccountant()
+    prv.history = list(events)
+    return float(prv.get_epsilon(delta=delta, eps_error=PRV_EPS_ERROR))
 
 
 def noise_for_target(
-    *, target_epsilon: float, target_delta: float, sample_rate: float, steps: int
+    *,
+    target_epsilon: float,
+    target_delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = ACCOUNTANT,
 ) -> float:
-    """The smallest noise multiplier (within Opacus's tolerance) that keeps ``steps`` steps
-    at rate ``sample_rate`` at or below ``target_epsilon``."""
+    """The smallest noise multiplier (within 0.01 of the target's epsilon, Opacus's
+    tolerance) that keeps ``steps`` steps at rate ``sample_rate`` at or below
+    ``target_epsilon`` by ``accountant``, or :class:`TargetUnreachableError` when no
+    noise level does."""
     _check_rate(sample_rate)
     _check_delta(target_delta)
     if target_epsilon <= 0 or steps < 1:
         raise ValueError("target_epsilon must be > 0 and steps >= 1")
-    return float(
-        get_noise_multiplier(
+    unreachable = TargetUnreachableError(
+        target_epsilon=target_epsilon, delta=target_delta, sample_rate=sample_rate, steps=steps
+    )
+    if accountant == "rdp":
+        try:
+            sigma = get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=target_delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant="rdp",
+            )
+        except ValueError as exc:  # Opacus: "The privacy budget is too low."
+            raise unreachable from exc
+        return float(sigma)
+
+    def eps(sigma: float) -> float:
+        return epsilon_for(
+            noise_multiplier=sigma,
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=target_delta,
+            accountant=accountant,
+        )
+
+    # RDP's noise always suffices (its bound is looser) and brackets PRV's from above,
+    # which saves most of the search's PRV evaluations.
+    try:
+        high = noise_for_target(
             target_epsilon=target_epsilon,
             target_delta=target_delta,
             sample_rate=sample_rate,
             steps=steps,
-            accountant=ACCOUNTANT,
+            accountant="rdp",
         )
+    except TargetUnreachableError:
+        if eps(_MAX_SIGMA) > target_epsilon:  # no more noise than Opacus would ever add
+            raise unreachable from None
+        high = 20.0
+    while eps(high) > target_epsilon:  # (PRV's stated error could exceed RDP's slack)
+        high *= 2
+        if high > _MAX_SIGMA:
+            raise unreachable
+    low = high / 2
+    while eps(low) <= target_epsilon:  # PRV may need much less noise than RDP
+        high, low = low, low / 2
+        if low < 1e-3:
+            return high
+    eps_high = eps(high)
+    while target_epsilon - eps_high > 0.01 and high - low > 1e-4 * high:
+        middle = (low + high) / 2
+        eps_middle = eps(middle)
+        if eps_middle <= target_epsilon:
+            high, eps_high = middle, eps_middle
+        else:
+            low = middle
+    return float(high)
+
+
+def noise_for_run(
+    *,
+    target_epsilon: float,
+    delta: float,
+    num_examples: int,
+    batch_size: int,
+    epochs: int,
+    accountant: str = ACCOUNTANT,
+) -> float:
+    """One noise level for a whole run: ``epochs`` epochs in total (local epochs times
+    rounds) of ``num_examples`` rows in batches of ``batch_size`` composed reach at most
+    ``target_epsilon``; :class:`TargetUnreachableError` when no noise level can."""
+    q = sample_rate_for(num_examples=num_examples, batch_size=batch_size)
+    return noise_for_target(
+        target_epsilon=target_epsilon,
+        target_delta=delta,
+        sample_rate=q,
+        steps=steps_for(epochs, q),
+        accountant=accountant,
     )
 
 
@@ -198,6 +355,7 @@ class DPSession:
         target_epsilon: float | None = None,
         secure_mode: bool = False,
         grad_sample_mode: str = "ghost",
+        accountant: str = ACCOUNTANT,
     ) -> None:
         if grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ValueError(
@@ -215,6 +373,9 @@ class DPSession:
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         _check_delta(delta)
+        if accountant not in ACCOUNTANTS:
+            raise ValueError(f"accountant must be one of {', '.join(ACCOUNTANTS)}")
+        self.accountant = accountant
         self.max_grad_norm = float(max_grad_norm)
         self.delta = float(delta)
         self.epochs = int(epochs)
@@ -244,8 +405,9 @@ class DPSession:
                 target_delta=self.delta,
                 sample_rate=sample_rate,
                 steps=steps,
+                accountant=self.accountant,
             )
-        return DPPlan(sigma, sample_rate, steps, self.max_grad_norm, self.delta)
+        return DPPlan(sigma, sample_rate, steps, self.max_grad_norm, self.delta, self.accountant)
 
     def __call__(
         self,
@@ -336,7 +498,7 @@ class DPSession:
         return sum(steps for _, _, steps in self._engine.accountant.history)
 
     def epsilon(self) -> float:
-        """Epsilon spent by the steps taken in this session (RDP accountant)."""
+        """Epsilon spent by the steps taken in this session (the session's accountant)."""
         if self._plan is None:
             return 0.0
         return epsilon_for(
@@ -344,6 +506,7 @@ class DPSession:
             sample_rate=self._plan.sample_rate,
             steps=self.steps_taken,
             delta=self.delta,
+            accountant=self.accountant,
         )
 
     def report(self) -> dict[str, float | int]:

@@ -2,8 +2,10 @@
 
 The ledger stores what happened, not a running total: one entry per local training with
 its noise multiplier, sample rate and steps (plus run, round, label and timestamps).
-Epsilon is always recomputed from the RDP composition of every entry, so it is never a sum
-of per-round epsilons (too pessimistic) and never reset between rounds or runs (wrong).
+Epsilon is always recomputed from the composition of every entry, by the accountant the
+ledger is opened with (RDP, or PRV: tighter), so it is never a sum of per-round epsilons
+(too pessimistic) and never reset between rounds or runs (wrong). The history does not
+depend on the accountant: a ledger written under one reads under the other.
 
 A round goes: :meth:`PrivacyLedger.reserve` checks the planned steps against the budget
 (refusing with :class:`BudgetExhaustedError` before anything is recorded) and persists a
@@ -38,7 +40,7 @@ from typing import Any
 
 from . import store
 from ._fsio import ArtifactNotFoundError
-from .dp import DPPlan, epsilon_of_history
+from .dp import ACCOUNTANT, ACCOUNTANTS, DPPlan, account
 
 LEDGER_FORMAT = "fedsilo-privacy-ledger"
 LEDGER_VERSION = 1
@@ -91,8 +93,11 @@ class LedgerEntry:
 class PrivacyLedger:
     """Open with :meth:`open`; every change is written to disk before it returns."""
 
-    def __init__(self, path: Path, key: bytes, record: dict[str, Any], run: str) -> None:
+    def __init__(
+        self, path: Path, key: bytes, record: dict[str, Any], run: str, accountant: str = ACCOUNTANT
+    ) -> None:
         self.path = path
+        self.accountant = accountant  # how this process composes the history
         self._key = key
         self._record = record
         self.run = run
@@ -111,9 +116,15 @@ class PrivacyLedger:
         delta: float,
         run: str | None = None,
         allow_budget_increase: bool = False,
+        accountant: str = ACCOUNTANT,
     ) -> PrivacyLedger:
         """Load the ledger at ``path`` or create it. ``run`` labels this process's entries
-        (default: a fresh id)."""
+        (default: a fresh id). ``accountant`` ("rdp" or "prv") composes the stored history
+        of mechanisms in this process; any ledger can be read with either."""
+        if accountant not in ACCOUNTANTS:
+            raise ValueError(
+                f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}"
+            )
         if not budget_epsilon > 0 or not math.isfinite(budget_epsilon):
             raise ValueError(f"budget_epsilon must be a positive number, got {budget_epsilon}")
         if not 0 < delta < 1:
@@ -121,7 +132,9 @@ class PrivacyLedger:
         path = Path(path)
         run = run or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
         with _file_lock(path):
-            return cls._open_locked(path, key, budget_epsilon, delta, run, allow_budget_increase)
+            ledger = cls._open_locked(path, key, budget_epsilon, delta, run, allow_budget_increase)
+        ledger.accountant = accountant
+        return ledger
 
     @classmethod
     def _open_locked(
@@ -204,7 +217,12 @@ class PrivacyLedger:
 
     def spent_epsilon(self) -> float:
         """Epsilon of everything recorded, reservations counted at their planned steps."""
-        return epsilon_of_history(self._history(), delta=self.delta)
+        return self._epsilon(self._history())
+
+    def spent(self) -> tuple[float, str]:
+        """(spent epsilon, the accountant that produced it): ``accountant`` "prv" answers
+        with "rdp" for histories of many distinct mechanisms (``dp.PRV_MAX_MECHANISMS``)."""
+        return account(self._history(), delta=self.delta, accountant=self.accountant)
 
     def remaining(self) -> float:
         """Budget minus spent epsilon (not additive: use :meth:`check` to plan a round)."""
@@ -214,19 +232,17 @@ class PrivacyLedger:
         self, *, noise_multiplier: float, sample_rate: float, steps: int
     ) -> float:
         """Epsilon if a training of ``steps`` steps at (sigma, q) were added now."""
-        return epsilon_of_history(
-            [*self._history(), (noise_multiplier, sample_rate, steps)], delta=self.delta
-        )
+        return self._epsilon([*self._history(), (noise_multiplier, sample_rate, steps)])
 
     def run_epsilon(self) -> float:
         """Epsilon of this run's own entries (those labelled with :attr:`run`)."""
-        return epsilon_of_history(self._history(run=self.run), delta=self.delta)
+        return self._epsilon(self._history(run=self.run))
 
     def check(self, *, noise_multiplier: float, sample_rate: float, steps: int) -> float:
         """The projected epsilon, or :class:`BudgetExhaustedError` if it exceeds the budget
         (or a limit set with :meth:`restrict`)."""
         new = (noise_multiplier, sample_rate, steps)
-        projected = epsilon_of_history([*self._history(), new], delta=self.delta)
+        projected = self._epsilon([*self._history(), new])
         limit = min(self.budget_epsilon, self._total_cap)
         if projected > limit:
             raise BudgetExhaustedError(
@@ -238,7 +254,7 @@ class PrivacyLedger:
             )
         if math.isfinite(self._run_cap):
             history = [*self._history(run=self.run), new]
-            run_projected = epsilon_of_history(history, delta=self.delta)
+            run_projected = self._epsilon(history)
             if run_projected > self._run_cap:
                 raise BudgetExhaustedError(
                     spent=self.run_epsilon(),
@@ -365,15 +381,20 @@ class PrivacyLedger:
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers for a report or a metrics record."""
+        spent, accountant = self.spent()
         return {
             "budget_epsilon": self.budget_epsilon,
             "delta": self.delta,
-            "spent_epsilon": self.spent_epsilon(),
+            "spent_epsilon": spent,
+            "accountant": accountant,
             "rounds_recorded": self.rounds_recorded,
             "pending_reservations": len(self.pending()),
         }
 
     # --- internals ----------------------------------------------------------------------
+
+    def _epsilon(self, history: list[tuple[float, float, int]]) -> float:
+        return account(history, delta=self.delta, accountant=self.accountant)[0]
 
     def _history(self, run: str | None = None) -> list[tuple[float, float, int]]:
         return [
@@ -394,10 +415,12 @@ class PrivacyLedger:
             yield
 
     def _save(self) -> None:
+        spent, accountant = self.spent()
         metadata = {
             "budget_epsilon": self.budget_epsilon,
             "delta": self.delta,
-            "spent_epsilon": self.spent_epsilon(),
+            "spent_epsilon": spent,
+            "accountant": accountant,
             "entries": len(self._record["entries"]),
         }
         store.save_json(self.path, self._record, key=self._key, kind="ledger", metadata=metadata)

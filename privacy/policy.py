@@ -22,6 +22,10 @@ from typing import Any
 
 POLICY_FILE = "policy.toml"
 SHARE_MODES = ("exact", "dp", "none")
+ACCOUNTANTS = ("prv", "rdp")  # privacy.dp.ACCOUNTANTS (not imported: it loads Opacus)
+# The key of a refusal because no noise level meets the run's target-epsilon on this
+# silo's rows (not a policy key: the run asks for something DP-SGD cannot give here).
+TARGET_UNREACHABLE = "dp-target-unreachable"
 
 
 class PolicyError(ValueError):
@@ -44,6 +48,7 @@ class PrivacyTerms:
     budget: float = 10.0
     delta: float = 1e-5
     min_noise_multiplier: float = 0.0
+    accountant: str = "prv"  # composes the ledger: "prv" (tighter) or "rdp"
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ class SiloPolicy:
         return (
             f"silo policy from {self.source}: require-dp {str(p.require_dp).lower()}, "
             f"max-epsilon-per-run {p.max_epsilon_per_run:g}, budget {p.budget:g}, "
-            f"delta {p.delta:g}, statistics {s.share}"
+            f"delta {p.delta:g}, accountant {p.accountant}, statistics {s.share}"
         )
 
 
@@ -146,6 +151,7 @@ class Grant:
     run_epsilon: float  # the most this run's own trainings may compose to
     min_noise_multiplier: float
     policy: SiloPolicy
+    accountant: str = "prv"  # the policy's: calibrates the noise, enforces the budget
 
 
 def decide(policy: SiloPolicy, request: RunRequest) -> Grant:
@@ -210,6 +216,7 @@ def decide(policy: SiloPolicy, request: RunRequest) -> Grant:
         run_epsilon=request.target_epsilon,
         min_noise_multiplier=p.min_noise_multiplier,
         policy=policy,
+        accountant=p.accountant,
     )
 
 
@@ -282,6 +289,7 @@ def _validate(policy: SiloPolicy, source: str) -> None:
             "privacy.min-noise-multiplier",
             "non-negative",
         ),
+        (p.accountant in ACCOUNTANTS, "privacy.accountant", f"one of {', '.join(ACCOUNTANTS)}"),
         (s.share in SHARE_MODES, "statistics.share", f"one of {', '.join(SHARE_MODES)}"),
         (
             math.isfinite(s.epsilon) and 0 < s.epsilon <= p.max_epsilon_per_run,

@@ -122,7 +122,11 @@ def release_sums(
     sums = exact_sums(table, low, high, histograms)
     sens = sensitivities(low, high)
     sigma = noise_for_target(
-        target_epsilon=epsilon, target_delta=ledger.delta, sample_rate=1.0, steps=len(sums)
+        target_epsilon=epsilon,
+        target_delta=ledger.delta,
+        sample_rate=1.0,
+        steps=len(sums),
+        accountant=ledger.accountant,
     )
     ledger.reserve(noise_multiplier=sigma, sample_rate=1.0, steps=len(sums), label=label).settle(
         len(sums)

@@ -210,6 +210,7 @@ def test_private_training_spends_the_ledger_and_budget_shows_it(
     assert budget.code == 0, budget.err
     (ledger,) = json.loads(budget.out)["ledgers"]
     assert ledger["rounds_recorded"] == 1 and ledger["budget_epsilon"] == 3.0
+    assert ledger["accountant"] == "prv"  # the policy's default, said beside the epsilon
     assert abs(ledger["spent_epsilon"] - meta["epsilon"]) < 1e-9
     assert abs(ledger["remaining_epsilon"] - (3.0 - meta["epsilon"])) < 1e-9
     assert Path(ledger["path"]).parent == ws.home / "ledgers"

@@ -36,9 +36,9 @@ def test_unknown_keys_are_skipped_when_asked() -> None:
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("local-epochs", 0),
-        ("batch-size", 0),
-        ("learning-rate", 0.0),
+        ("local-epochs", -1),
+        ("batch-size", -1),
+        ("learning-rate", -0.1),
         ("learning-rate", -0.1),
         ("learning-rate", float("nan")),
         ("momentum", 1.0),
@@ -120,3 +120,20 @@ def test_config_is_frozen() -> None:
     config = TrainConfig()
     with pytest.raises(AttributeError):
         config.seed = 3  # type: ignore[misc]
+
+
+def test_zero_and_auto_leave_keys_to_the_recipe_of_the_mode() -> None:
+    config = TrainConfig.from_dict(
+        {"optimizer": "auto", "learning-rate": 0.0, "batch-size": 0, "local-epochs": 3}
+    )
+    assert config.auto_keys() == ("optimizer", "learning-rate", "batch-size")
+    private = config.for_mode(dp=True)
+    assert (private.optimizer, private.learning_rate, private.batch_size) == ("sgd", 0.5, 256)
+    assert private.local_epochs == 3 and private.auto_keys() == ()
+    plain = config.for_mode(dp=False)
+    assert (plain.optimizer, plain.learning_rate, plain.batch_size) == ("adam", 0.001, 32)
+
+
+def test_a_config_without_auto_keys_is_the_same_in_either_mode() -> None:
+    config = TrainConfig(optimizer="adamw", learning_rate=0.02, batch_size=8, local_epochs=4)
+    assert config.for_mode(dp=True) == config == config.for_mode(dp=False)

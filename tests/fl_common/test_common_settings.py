@@ -17,6 +17,7 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 # Where the Flower app's defaults deliberately differ from the dataclass defaults
 # (a federated round trains fewer local epochs than a centralized run).
 INTENDED_PYPROJECT_DIFFERENCES = {"local-epochs": 2}
+RECIPE_KEYS = {"optimizer": "auto", "learning-rate": 0.0, "batch-size": 0, "local-epochs": 0}
 
 
 def pyproject_config() -> dict[str, Any]:
@@ -77,7 +78,7 @@ def test_wrongly_typed_value_is_refused_by_name() -> None:
         ("trimmed-beta", 0.5),
         ("early-stopping-metric", "loss"),
         ("tracking", "wandb"),
-        ("local-epochs", 0),
+        ("local-epochs", -1),
     ],
 )
 def test_out_of_range_value_names_its_key(key: str, value: object) -> None:
@@ -147,6 +148,8 @@ def test_pyproject_config_builds_and_matches_the_dataclass_defaults() -> None:
     for key, value in raw.items():
         # TOML types match the fields (no 1 where 1.0 is meant, and so on)
         assert type(value) is type(defaults[key]), key
+        if key in RECIPE_KEYS:  # left to the recipe: built with the plain one (dp = false)
+            continue
         assert value == built[key], key
 
 
@@ -173,3 +176,48 @@ def test_a_run_config_cannot_name_a_silo_file() -> None:
     for key in ("ledger-path", "data-path", "policy"):
         with pytest.raises(ConfigError, match=f"unknown setting '{key}'"):
             from_run_config({key: "/etc/passwd"})
+
+
+# -- the recipe of the mode --------------------------------------------------------------
+
+
+def test_pyproject_leaves_the_recipe_keys_to_the_mode() -> None:
+    raw = pyproject_config()
+    assert {k: raw[k] for k in RECIPE_KEYS} == RECIPE_KEYS
+
+
+def test_a_dp_run_without_its_own_recipe_trains_with_sgd_lr_05_batch_256() -> None:
+    _, config = from_run_config({**pyproject_config(), "dp": True})
+    assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 0.5, 0.9)
+    assert (config.batch_size, config.local_epochs) == (256, 1)
+
+
+def test_a_run_without_dp_keeps_the_plain_recipe() -> None:
+    _, config = from_run_config(pyproject_config())
+    assert (config.optimizer, config.learning_rate) == ("adam", 0.001)
+    assert (config.batch_size, config.local_epochs) == (32, 2)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("optimizer", "adamw", "optimizer"),
+        ("learning-rate", 0.01, "learning_rate"),
+        ("batch-size", 64, "batch_size"),
+        ("local-epochs", 3, "local_epochs"),
+    ],
+)
+def test_an_explicit_setting_wins_over_the_dp_recipe(key: str, value: Any, field: str) -> None:
+    _, config = from_run_config({**pyproject_config(), "dp": True, key: value})
+    assert getattr(config, field) == value
+    recipe = {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 256, "local_epochs": 1}
+    for other, chosen in recipe.items():  # the keys left to the recipe still get it
+        if other != field:
+            assert getattr(config, other) == chosen
+
+
+def test_the_recipe_keys_a_run_config_leaves_are_named() -> None:
+    from fl_common.settings import recipe_keys
+
+    raw = {**pyproject_config(), "batch-size": 64}
+    assert recipe_keys(raw) == ("optimizer", "learning-rate", "local-epochs")

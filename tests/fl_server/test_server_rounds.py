@@ -149,7 +149,7 @@ def test_an_inflated_count_is_rejected_and_never_weighs_in_the_average(tmp_path:
         tmp_path, behaviours={node(0): in_rounds({1}, _inflated)}, **{"num-server-rounds": 1}
     )
     (entry,) = history(summary)[1:]
-    assert entry["clients"] == [f"node {node(1)}", f"node {node(2)}"]
+    assert sorted(entry["clients"]) == [f"node {node(1)}", f"node {node(2)}"]  # any order
     assert "num-examples" in entry["rejected"][f"node {node(0)}"][0]
 
 
@@ -401,3 +401,162 @@ def test_dp_statistics_without_public_ranges_are_declined_naming_the_column(
     reasons = list(summary["policy_declined"].values())
     assert len(reasons) == 3 and all("statistics.share" in r for r in reasons)
     assert "range = [low, high]" in reasons[0]
+
+
+@pytest.fixture
+def own_ledgers() -> None:
+    """Simulated silos are cached per process with their ledger's path, which lies in
+    the FEDSILO_HOME of the test that first built them: a DP test needs its own."""
+    from fl_client import silo
+
+    silo._simulated_silo_cached.cache_clear()
+
+
+# DP rounds load Opacus and train under noise: on a busy machine they outlast FAST's 5 s.
+SLOW_ROUNDS = {"round-timeout": 300.0}
+# Below what any noise reaches for these silos, by either accountant (PRV states epsilon
+# to within 0.01, so it never claims less than that).
+UNREACHABLE = {"dp": True, "target-epsilon": 0.005, "num-server-rounds": 4}
+
+
+def start(
+    tmp_path: Path, behaviours: dict[int, Callable[[int], Behaviour]] | None = None, **config: Any
+) -> tuple[FakeGrid, RunStopped]:
+    """A federation expected to stop during set-up: its grid and the stop."""
+    run_config = {**FAST, "artifacts-dir": str(tmp_path), "run-name": "r", **config}
+    grid = FakeGrid(3, run_config, behaviours)
+    settings, train = from_run_config(run_config)
+    with pytest.raises(RunStopped) as caught:
+        Federation(grid, settings, train, run_id=1).run()  # type: ignore[arg-type]
+    return grid, caught.value
+
+
+def replies_to(grid: FakeGrid, kind: str) -> list[Message]:
+    return [reply for msg, reply in grid.answered if msg.metadata.message_type == kind]
+
+
+def test_an_unreachable_dp_target_is_declined_at_the_query_and_stops_before_round_1(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    grid, stop = start(tmp_path, **UNREACHABLE)
+    assert stop.reason == "dp-target-unreachable"
+    assert "target-epsilon 0.005" in str(stop) and "no noise level" in str(stop)
+    queries = replies_to(grid, "query")
+    assert len(queries) == 3
+    for reply in queries:  # a refusal with its reason, not an error from inside training
+        assert not reply.has_error()
+        assert reply.content[p.INFO]["status"] == p.STATUS_DECLINED
+        assert reply.content[p.INFO]["policy_key"] == "dp-target-unreachable"
+    assert not replies_to(grid, "train")
+    assert not [r for r in caplog.records if r.exc_info]
+    import json
+
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop_reason"] == "dp-target-unreachable"  # never reported as completed
+    assert summary["rounds_completed"] == 0
+
+
+def test_the_server_app_reports_a_stop_before_round_1_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fl_server.app import main
+
+    run_config = {**FAST, "artifacts-dir": str(tmp_path), "run-name": "r", **UNREACHABLE}
+    grid = FakeGrid(3, run_config)
+    context = Context(
+        run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config
+    )
+    caplog.set_level("INFO")
+    main(grid, context)  # type: ignore[arg-type]
+    stops = [r for r in caplog.records if "stopped before round 1" in r.getMessage()]
+    assert len(stops) == 1 and "(dp-target-unreachable)" in stops[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def _with_run_config(context: Context, run_config: dict[str, Any]) -> Context:
+    return Context(
+        run_id=context.run_id,
+        node_id=context.node_id,
+        node_config=context.node_config,
+        state=context.state,
+        run_config=run_config,
+    )
+
+
+def _lenient(msg: Message, context: Context) -> Message | None:
+    """A node that checks no DP plan itself (it believes the target is 4)."""
+    return honest(msg, _with_run_config(context, {**context.run_config, "target-epsilon": 4.0}))
+
+
+def test_the_server_refuses_an_unreachable_dp_plan_from_the_rows_it_was_told(
+    tmp_path: Path,
+) -> None:
+    grid, stop = start(tmp_path, {node(i): lambda r: _lenient for i in range(3)}, **UNREACHABLE)
+    assert stop.reason == "dp-target-unreachable"
+    queries = replies_to(grid, "query")
+    assert [r.content[p.INFO]["status"] for r in queries] == [p.STATUS_OK] * 3
+    assert not replies_to(grid, "train")
+
+
+def test_a_reachable_dp_target_passes_the_plan_check_and_trains(
+    tmp_path: Path, own_ledgers: None
+) -> None:
+    summary, _, _ = federate(
+        tmp_path, **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2}
+    )
+    assert summary["stop_reason"] == "completed"
+    assert 0 < summary["epsilon_max"] <= 4.0
+    # every epsilon says which accountant produced it: the simulated policy's default
+    for entry in history(summary)[1:]:
+        assert set(entry["accountant_by_silo"]) == set(entry["epsilon_by_silo"])
+        assert set(entry["accountant_by_silo"].values()) == {"prv"}
+
+
+def test_a_silo_whose_policy_names_rdp_spends_and_reports_by_rdp(
+    tmp_path: Path, own_ledgers: None
+) -> None:
+    from privacy import dp
+    from privacy.ledger import PrivacyLedger
+
+    home = tmp_path / "fedsilo-home"
+    home.mkdir(exist_ok=True)
+    (home / "policy.toml").write_text('[privacy]\naccountant = "rdp"\n')
+    summary, _, _ = federate(
+        tmp_path, **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 1}
+    )
+    (entry,) = history(summary)[1:]
+    assert set(entry["accountant_by_silo"].values()) == {"rdp"}
+    ledger_path = next((home / "ledgers").glob("*.ledger"))
+    ledger = PrivacyLedger.open(
+        ledger_path, key=resolve_key(None), budget_epsilon=10.0, delta=1e-5, accountant="rdp"
+    )
+    (settled,) = ledger.entries
+    rdp = dp.epsilon_of_history(
+        [(settled.noise_multiplier, settled.sample_rate, settled.steps)], delta=1e-5
+    )
+    assert entry["epsilon_by_silo"][settled.label] == pytest.approx(rdp)
+
+
+def test_a_node_asked_to_train_past_a_reachable_target_declines_and_spends_nothing(
+    tmp_path: Path, own_ledgers: None
+) -> None:
+    # The server sees target 4 (the plan passes); the nodes were configured for 0.005 and
+    # refuse at train time as well, with the reason and without raising.
+    def strict_at_train(msg: Message, context: Context) -> Message | None:
+        if msg.metadata.message_type != "train":
+            return honest(msg, context)
+        strict = {**context.run_config, "target-epsilon": 0.005}
+        return honest(msg, _with_run_config(context, strict))
+
+    summary, grid, _ = federate(
+        tmp_path,
+        behaviours={node(i): lambda r: strict_at_train for i in range(3)},
+        **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 2},
+    )
+    trains = replies_to(grid, "train")
+    assert len(trains) == 3
+    for reply in trains:
+        assert reply.content[p.INFO]["status"] == p.STATUS_DECLINED
+        assert reply.content[p.INFO]["policy_key"] == "dp-target-unreachable"
+    assert summary["stop_reason"] == "policy-declined"
+    assert summary["rounds_completed"] == 1 and summary["epsilon_max"] is None

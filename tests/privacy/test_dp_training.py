@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import rdp_reference
 import torch
@@ -153,6 +155,44 @@ def test_noise_for_target_reaches_the_target_with_the_given_steps() -> None:
     eps = rdp_reference.epsilon([(sigma, 0.01, 1000)], delta=DELTA)
     # The reference searches integer orders only, so it may sit up to ~2% above.
     assert 2.95 <= eps <= 3.0 * 1.02
+
+
+def _rdp_floor(delta: float, max_order: int) -> float:
+    """The smallest epsilon the RDP conversion (Balle et al. 2020) can state at any
+    noise: with Renyi divergence 0, the best order up to ``max_order`` alone costs this."""
+    return min(
+        (math.log(1 / delta) - math.log(a)) / (a - 1) + math.log((a - 1) / a)
+        for a in range(2, max_order + 1)
+    )
+
+
+def test_a_target_below_what_any_noise_reaches_is_refused_by_name() -> None:
+    floor = _rdp_floor(DELTA, 63)  # Opacus's RDP orders end at 63: about 0.103
+    with pytest.raises(dp.TargetUnreachableError, match="no noise level") as caught:
+        dp.noise_for_target(
+            target_epsilon=floor * 0.9, target_delta=DELTA, sample_rate=0.25, steps=16
+        )
+    assert caught.value.steps == 16 and caught.value.sample_rate == 0.25
+    assert isinstance(caught.value, ValueError)  # callers catching ValueError still do
+
+
+def test_a_target_just_above_the_floor_gets_a_noise_level() -> None:
+    floor = _rdp_floor(DELTA, 63)
+    sigma = dp.noise_for_target(
+        target_epsilon=floor * 1.3, target_delta=DELTA, sample_rate=0.25, steps=16
+    )
+    eps = rdp_reference.epsilon([(sigma, 0.25, 16)], delta=DELTA)
+    assert eps <= floor * 1.3 * 1.02
+
+
+def test_noise_for_run_plans_all_rounds_at_the_loader_rate() -> None:
+    # 100 rows in batches of 32: 4 batches, q = 1/4; 2 epochs x 3 rounds = 24 steps
+    sigma = dp.noise_for_run(
+        target_epsilon=2.0, delta=DELTA, num_examples=100, batch_size=32, epochs=6
+    )
+    assert sigma == dp.noise_for_target(
+        target_epsilon=2.0, target_delta=DELTA, sample_rate=0.25, steps=24
+    )
 
 
 def test_privacy_parameters_are_keyword_only() -> None:

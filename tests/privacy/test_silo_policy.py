@@ -160,3 +160,16 @@ def test_the_grant_never_lets_the_run_spend_more_than_it_asked() -> None:
     grant = decide(SiloPolicy.defaults(), request(target_epsilon=2.0))
     assert grant.run_epsilon == 2.0
     assert math.isfinite(grant.budget_cap)
+
+
+def test_the_accountant_is_the_policys_and_prv_by_default(tmp_path: Path) -> None:
+    assert decide(SiloPolicy.defaults(), request()).accountant == "prv"
+    assert decide(SiloPolicy.defaults(simulated=True), request()).accountant == "prv"
+    policy = SiloPolicy.load(write(tmp_path, '[privacy]\naccountant = "rdp"\n'))
+    assert decide(policy, request()).accountant == "rdp"
+    assert "accountant rdp" in policy.describe()
+
+
+def test_an_unknown_accountant_is_refused_by_its_key(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"privacy\.accountant must be one of prv, rdp"):
+        SiloPolicy.load(write(tmp_path, '[privacy]\naccountant = "moments"\n'))
