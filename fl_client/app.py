@@ -87,6 +87,8 @@ def query(msg: Message, context: Context) -> Message:
         stats = _shared_stats(silo, config, grant, settings, context)
     except StatisticsBoundsError as exc:  # the policy asks for DP statistics it cannot have
         return _declined(msg, silo, PolicyDeclined("statistics.share", str(exc)))
+    except PolicyDeclined as declined:  # the release does not fit the budget: none is made
+        return _declined(msg, silo, declined)
     if stats is not None:
         content[p.STATS] = p.stats_to_record(stats)
     return Message(content=content, reply_to=msg)
@@ -218,6 +220,7 @@ def _shared_stats(
     if share == "exact":
         return local_stats(silo.train, config)
     from privacy import store
+    from privacy.ledger import BudgetExhaustedError
     from privacy.stats_release import release_stats
 
     key = resolve_key(silo.key_file)
@@ -229,12 +232,15 @@ def _shared_stats(
     dp = DPOptions.from_grant(
         grant, max_grad_norm=settings.dp_max_grad_norm, planned_rounds=settings.num_server_rounds
     )
-    released = release_stats(
-        silo.train,
-        histograms=config.imputation == "median",
-        epsilon=silo.policy.statistics.epsilon,
-        ledger=_ledger(silo, dp, context),
-    )
+    try:
+        released = release_stats(
+            silo.train,
+            histograms=config.imputation == "median",
+            epsilon=silo.policy.statistics.epsilon,
+            ledger=_ledger(silo, dp, context),
+        )
+    except BudgetExhaustedError as exc:  # nothing was released, nothing spent
+        raise PolicyDeclined("privacy.budget", str(exc)) from None
     kept.parent.mkdir(parents=True, exist_ok=True)
     store.save_json(kept, released.to_dict(), key=key, kind="json")
     return released

@@ -196,6 +196,12 @@ def decide(policy: SiloPolicy, request: RunRequest) -> Grant:
         )
     # With DP statistics, their release and the training compose to the run's target.
     training_epsilon = request.target_epsilon
+    if policy.statistics.share == "dp" and policy.statistics.epsilon > request.target_epsilon:
+        raise PolicyDeclined(
+            "statistics.epsilon",
+            f"the statistics' epsilon {policy.statistics.epsilon:g} is above the run's "
+            f"target-epsilon {request.target_epsilon:g}, which this silo holds the run to",
+        )
     if policy.statistics.share == "dp" and request.dp:
         training_epsilon -= policy.statistics.epsilon
         if training_epsilon <= 0:

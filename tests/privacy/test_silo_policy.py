@@ -173,3 +173,10 @@ def test_the_accountant_is_the_policys_and_prv_by_default(tmp_path: Path) -> Non
 def test_an_unknown_accountant_is_refused_by_its_key(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match=r"privacy\.accountant must be one of prv, rdp"):
         SiloPolicy.load(write(tmp_path, '[privacy]\naccountant = "moments"\n'))
+
+
+def test_dp_statistics_above_the_runs_target_are_declined(tmp_path: Path) -> None:
+    policy = SiloPolicy.load(write(tmp_path, '[statistics]\nshare = "dp"\nepsilon = 3.0\n'))
+    with pytest.raises(PolicyDeclined) as caught:
+        decide(policy, request(dp=False, target_epsilon=2.0))
+    assert caught.value.key == "statistics.epsilon"
