@@ -35,7 +35,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # of its module, and any other test on its own. The workers work the groups out from the
 # fixtures they collected and write them to a folder the controller reads when it hands
 # the tests out (with ``--dist loadgroup``; an explicit ``xdist_group`` mark names its
-# group). Tests marked e2e or deployment run first: they are the longest.
+# group). Tests marked deployment, then e2e, run first: they are the longest.
 
 GROUPS_FOLDER = "fedsilo_groups_folder"
 _FOLDER_KEY = pytest.StashKey[str]()
@@ -55,18 +55,23 @@ def _group_of(item: pytest.Item) -> str:
     if shared["session"]:
         return min(shared["session"])
     if shared["module"]:
-        return item.nodeid.split("::")[0]
+        return _module(item)
     return item.nodeid
 
 
-def _slow(item: pytest.Item) -> bool:
-    return any(item.get_closest_marker(m) for m in ("e2e", "deployment"))
+def _module(item: pytest.Item) -> str:
+    return item.nodeid.split("::")[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # the slow modules first (whole modules, so a module's fixtures are built once)
-    slow_modules = {i.nodeid.split("::")[0] for i in items if _slow(i)}
-    items.sort(key=lambda i: i.nodeid.split("::")[0] not in slow_modules)
+    # the slowest modules first, whole (so that a module's fixtures are built once):
+    # deployments, then the other end-to-end runs, then the rest in their order
+    rank: dict[str, int] = {}
+    for item in items:
+        slow = [m for m in ("deployment", "e2e") if item.get_closest_marker(m)]
+        order = ("deployment", "e2e").index(slow[0]) if slow else 2
+        rank[_module(item)] = min(rank.get(_module(item), 2), order)
+    items.sort(key=lambda i: rank[_module(i)])
     folder = getattr(config, "workerinput", {}).get(GROUPS_FOLDER)
     if folder:
         groups = {item.nodeid: _group_of(item) for item in items}

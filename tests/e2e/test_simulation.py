@@ -56,6 +56,7 @@ def test_run_stops_early_when_validation_stops_improving(flwr):
     run = flwr.run(
         {
             **FAST,
+            "local-epochs": 1,  # nothing here depends on how well it learns
             "num-server-rounds": 8,
             "early-stopping-patience": 1,
             "early-stopping-min-delta": 5.0,
@@ -74,7 +75,7 @@ def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
         {
             **FAST,
             "dataset": "breast-cancer",
-            "num-server-rounds": 3,
+            "num-server-rounds": 2,
             "dp": True,
             "target-epsilon": 4.0,
             "privacy-budget": 5.0,
@@ -91,14 +92,14 @@ def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
 
 
 def test_resume_continues_from_the_checkpoint_round(flwr):
-    first = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-resume"})
+    first = flwr.run({**FAST, "num-server-rounds": 1, "run-name": "digits-resume"})
     assert first.returncode == 0, first.output[-4000:]
     key = load_key_file(flwr.base / "fedsilo-home" / "key")
     info = read_info(first.run_dir / "checkpoint.bin", key=key)
-    assert info["metadata"]["round"] == 2
-    second = flwr.run({**FAST, "num-server-rounds": 4, "run-name": "digits-resume", "resume": True})
+    assert info["metadata"]["round"] == 1
+    second = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-resume", "resume": True})
     assert second.returncode == 0, second.output[-4000:]
-    assert "Resuming" in second.output and "after round 2" in second.output
+    assert "Resuming" in second.output and "after round 1" in second.output
     history = second.history
-    assert [h["round"] for h in history] == [0, 1, 2, 3, 4]
-    assert second.summary["rounds_completed"] == 4
+    assert [h["round"] for h in history] == [0, 1, 2]
+    assert second.summary["rounds_completed"] == 2
