@@ -13,7 +13,7 @@ FAST = {"local-epochs": 2, "learning-rate": 0.003, "model": "mlp"}
 
 
 def test_digits_federation_writes_every_output_and_learns(flwr):
-    run = flwr.run({**FAST, "num-server-rounds": 4, "run-name": "digits-basic"})
+    run = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-basic"})
     assert run.returncode == 0, run.output[-4000:]
     files = {p.name for p in run.run_dir.iterdir()}
     assert {
@@ -25,7 +25,7 @@ def test_digits_federation_writes_every_output_and_learns(flwr):
         "model-int8.bin",
     } <= files
     history = run.history
-    assert [h["round"] for h in history] == [0, 1, 2, 3, 4]
+    assert [h["round"] for h in history] == [0, 1, 2]
     for entry in history[1:]:
         for key in (
             "train_loss",
@@ -41,7 +41,7 @@ def test_digits_federation_writes_every_output_and_learns(flwr):
     initial, final = history[0]["val_accuracy"], history[-1]["val_accuracy"]
     assert initial < 0.3 and final > 0.85, (initial, final)
     summary = run.summary
-    assert summary["rounds_completed"] == 4 and summary["stop_reason"] == "completed"
+    assert summary["rounds_completed"] == 2 and summary["stop_reason"] == "completed"
     assert not summary["stopped_early"]
     export = summary["export"]
     assert export["int8_bytes"] < export["fp32_bytes"]
