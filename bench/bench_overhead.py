@@ -12,10 +12,11 @@ The same federation three ways, one after the other in one process tree:
     the lower bound.
 
 Synthetic data, 20 features, 2,000 training rows per client, 10 clients, an MLP
-(128, 64), 2 local epochs, 10 rounds (quick: 4 clients, 3 rounds). Both Flower runs use
-the same local SuperLink (state in memory) and one CPU per simulated client (Flower's
-default client resources). The full run also tries what Flower lets us tune: two CPUs
-per client (one trains at a time), and a SuperLink keeping its state in SQLite.
+(128, 64), 2 local epochs, 10 rounds (quick: 2 clients, 500 rows each, 2 rounds). Both
+Flower runs use the same local SuperLink (state in memory) and one CPU per simulated
+client (Flower's default client resources). The full run also tries what Flower lets us
+tune: two CPUs per client (one trains at a time), and a SuperLink keeping its state in
+SQLite.
 """
 
 from __future__ import annotations
@@ -46,13 +47,13 @@ from simulations.local_run import LocalFlwr  # noqa: E402
 FEATURES, ROWS, EPOCHS, BATCH = 20, 2000, 2, 32
 
 
-def sequential(clients: int, rounds: int) -> dict[str, float]:
+def sequential(clients: int, rounds: int, rows: int = ROWS) -> dict[str, float]:
     """(c): every client's local training in turn, FedAvg by hand, no Flower."""
     torch.manual_seed(0)
     global_state = build_model(model_spec(FEATURES)).state_dict()
     config = train_config(EPOCHS, BATCH, 0)
     # Data is made before the clock starts: the Flower clients cache theirs too.
-    data = [client_data(c, clients, ROWS, FEATURES, 0) for c in range(clients)]
+    data = [client_data(c, clients, rows, FEATURES, 0) for c in range(clients)]
     started = time.perf_counter()
     train = 0.0
     for _ in range(rounds):
@@ -72,12 +73,12 @@ def sequential(clients: int, rounds: int) -> dict[str, float]:
     return {"seconds": round(time.perf_counter() - started, 3), "train_seconds": round(train, 3)}
 
 
-def _fedsilo_config(clients: int, rounds: int, name: str) -> dict[str, Any]:
+def _fedsilo_config(clients: int, rounds: int, name: str, rows: int) -> dict[str, Any]:
     # fedsilo holds out 20% on the server and 20% of each silo for validation: size the
-    # table so that each client still trains on ROWS rows, like the other two arms.
+    # table so that each client still trains on `rows` rows, like the other two arms.
     return {
         "dataset": "synthetic",
-        "synthetic-rows": round(ROWS * clients / (0.8 * 0.8)),
+        "synthetic-rows": round(rows * clients / (0.8 * 0.8)),
         "synthetic-features": FEATURES,
         "num-server-rounds": rounds,
         "local-epochs": EPOCHS,
@@ -105,10 +106,11 @@ def _fedsilo(
     rounds: int,
     name: str,
     federation: dict[str, Any] | None = None,
+    rows: int = ROWS,
 ) -> dict[str, Any]:
     """(a), with the ServerApp's time split into its phases."""
     a = flwr.run(
-        _fedsilo_config(clients, rounds, name),
+        _fedsilo_config(clients, rounds, name, rows),
         supernodes=clients,
         timeout=3600,
         federation=federation,
@@ -134,14 +136,14 @@ def _fedsilo(
     }
 
 
-def _plain(flwr: LocalFlwr, clients: int, rounds: int) -> dict[str, Any]:
+def _plain(flwr: LocalFlwr, clients: int, rounds: int, rows: int = ROWS) -> dict[str, Any]:
     """(b). Flower's Strategy.start: its first round also starts the Ray workers."""
     b = flwr.run(
         {
             "num-server-rounds": rounds,
             "local-epochs": EPOCHS,
             "batch-size": BATCH,
-            "rows-per-client": ROWS,
+            "rows-per-client": rows,
             "features": FEATURES,
         },
         supernodes=clients,
@@ -160,12 +162,12 @@ def _plain(flwr: LocalFlwr, clients: int, rounds: int) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    clients, rounds = (4, 3) if quick else (10, 10)
+    clients, rounds, rows = (2, 2, 500) if quick else (10, 10, ROWS)
     out: dict[str, Any] = {
         "quick": quick,
         "clients": clients,
         "rounds": rounds,
-        "rows_per_client": ROWS,
+        "rows_per_client": rows,
     }
     tuning: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedsilo-overhead-") as tmp:
@@ -173,8 +175,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             if not quick:
                 _warm_up(flwr)
-            a = _fedsilo(flwr, clients, rounds, "overhead")
-            b = _plain(flwr, clients, rounds)
+            a = _fedsilo(flwr, clients, rounds, "overhead", rows=rows)
+            b = _plain(flwr, clients, rounds, rows)
             if not quick:
                 # What Flower lets us tune: how many simulated clients share the CPUs
                 # (default: one CPU each, so two train at once on two cores; Flower
@@ -197,7 +199,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 tuning["sqlite_superlink"] = _fedsilo(sqlite, clients, rounds, "sqlite")
             finally:
                 sqlite.stop()
-    c = sequential(clients, rounds)
+    c = sequential(clients, rounds, rows)
     out.update(fedsilo=a, plain_flower=b, sequential=c, tuning=tuning)
     out["flwr_run_a_over_b"] = round(a["flwr_run_seconds"] / b["flwr_run_seconds"], 3)
     out["server_a_over_b"] = round(a["server_seconds"] / b["server_seconds"], 3)

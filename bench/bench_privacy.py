@@ -342,7 +342,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
         storage["memory"] = storage_memory(size_mb=size)
         storages.append(storage)
     if quick:
-        epoch = bench_epoch(rows=4_000, features=20, batch_size=256, repeats=2, threads=threads)
+        epoch = bench_epoch(rows=1_000, features=20, batch_size=256, repeats=1, threads=threads)
     else:
         epoch = bench_epoch(rows=20_000, features=20, batch_size=256, repeats=3, threads=threads)
     return {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,10 +27,35 @@ ROOT = Path(__file__).resolve().parents[1]
 FLWR = str(Path(sys.executable).with_name("flwr"))
 
 
+# Ports this process has handed out: one stays free between the check here and the moment
+# the process it was given to binds it, so it must not be handed out again meanwhile.
+_HANDED_OUT: set[int] = set()
+# Parallel test workers (pytest-xdist names them gw0, gw1, ... in PYTEST_XDIST_WORKER)
+# each draw from a range of their own, so two workers never pick the same port in the
+# moment between check and bind. The ranges lie below the kernel's ephemeral ports, where
+# port 0 and outgoing connections (Ray's among them) take theirs.
+_WORKER_PORTS_START, _WORKER_PORTS = 20000, 500
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on now, never the same one twice in this process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        low = _WORKER_PORTS_START + (int(worker[2:]) % 24) * _WORKER_PORTS
+        candidates = random.sample(range(low, low + _WORKER_PORTS), _WORKER_PORTS)
+    else:
+        candidates = [0] * 100  # the kernel's choice
+    for candidate in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("", candidate))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free TCP port found")
 
 
 def toml_value(value: Any) -> str:
@@ -125,17 +151,30 @@ class LocalFlwr:
                 run_dir = Path(line.rsplit("outputs in ", 1)[1].strip())
         return FlwrRun(proc.returncode, output, run_dir, time.perf_counter() - started)
 
-    def stop(self) -> None:
-        """Kill the SuperLink (and the processes it started) on our ports."""
+    def stop(self, *, grace: float = 10.0) -> None:
+        """Kill the SuperLink (and the processes it started) on our ports: SIGTERM, and
+        SIGKILL for whatever is still there after ``grace`` seconds."""
         port = self.env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
-        pattern = f"flower-superlink.*--port {port}"
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-            for pid in pids.stdout.split():
-                for child in [*_children(int(pid)), int(pid)]:
+        pattern = f"flower-superlink.*--port {port}( |$)"
+        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        tree = [p for pid in pids.stdout.split() for p in [*_children(int(pid)), int(pid)]]
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            for pid in tree:
+                if _alive(pid):
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(child, sig)
-            time.sleep(1)
+                        os.kill(pid, sig)
+            deadline = time.monotonic() + wait
+            while any(_alive(p) for p in tree) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _children(pid: int) -> list[int]:

@@ -13,7 +13,7 @@ FAST = {"local-epochs": 2, "learning-rate": 0.003, "model": "mlp"}
 
 
 def test_digits_federation_writes_every_output_and_learns(flwr):
-    run = flwr.run({**FAST, "num-server-rounds": 4, "run-name": "digits-basic"})
+    run = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-basic"})
     assert run.returncode == 0, run.output[-4000:]
     files = {p.name for p in run.run_dir.iterdir()}
     assert {
@@ -25,7 +25,7 @@ def test_digits_federation_writes_every_output_and_learns(flwr):
         "model-int8.bin",
     } <= files
     history = run.history
-    assert [h["round"] for h in history] == [0, 1, 2, 3, 4]
+    assert [h["round"] for h in history] == [0, 1, 2]
     for entry in history[1:]:
         for key in (
             "train_loss",
@@ -41,7 +41,7 @@ def test_digits_federation_writes_every_output_and_learns(flwr):
     initial, final = history[0]["val_accuracy"], history[-1]["val_accuracy"]
     assert initial < 0.3 and final > 0.85, (initial, final)
     summary = run.summary
-    assert summary["rounds_completed"] == 4 and summary["stop_reason"] == "completed"
+    assert summary["rounds_completed"] == 2 and summary["stop_reason"] == "completed"
     assert not summary["stopped_early"]
     export = summary["export"]
     assert export["int8_bytes"] < export["fp32_bytes"]
@@ -56,6 +56,7 @@ def test_run_stops_early_when_validation_stops_improving(flwr):
     run = flwr.run(
         {
             **FAST,
+            "local-epochs": 1,  # nothing here depends on how well it learns
             "num-server-rounds": 8,
             "early-stopping-patience": 1,
             "early-stopping-min-delta": 5.0,
@@ -84,7 +85,7 @@ def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
         {
             **FAST,
             "dataset": "breast-cancer",
-            "num-server-rounds": 3,
+            "num-server-rounds": 2,
             "dp": True,
             "target-epsilon": 4.0,
             "privacy-budget": 5.0,
@@ -101,14 +102,14 @@ def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
 
 
 def test_resume_continues_from_the_checkpoint_round(flwr):
-    first = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-resume"})
+    first = flwr.run({**FAST, "num-server-rounds": 1, "run-name": "digits-resume"})
     assert first.returncode == 0, first.output[-4000:]
     key = load_key_file(flwr.base / "fedsilo-home" / "key")
     info = read_info(first.run_dir / "checkpoint.bin", key=key)
-    assert info["metadata"]["round"] == 2
-    second = flwr.run({**FAST, "num-server-rounds": 4, "run-name": "digits-resume", "resume": True})
+    assert info["metadata"]["round"] == 1
+    second = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-resume", "resume": True})
     assert second.returncode == 0, second.output[-4000:]
-    assert "Resuming" in second.output and "after round 2" in second.output
+    assert "Resuming" in second.output and "after round 1" in second.output
     history = second.history
-    assert [h["round"] for h in history] == [0, 1, 2, 3, 4]
-    assert second.summary["rounds_completed"] == 4
+    assert [h["round"] for h in history] == [0, 1, 2]
+    assert second.summary["rounds_completed"] == 2
