@@ -176,7 +176,8 @@ def test_an_unknown_accountant_is_refused_by_its_key(tmp_path: Path) -> None:
 
 
 def test_dp_statistics_above_the_runs_target_are_declined(tmp_path: Path) -> None:
-    policy = SiloPolicy.load(write(tmp_path, '[statistics]\nshare = "dp"\nepsilon = 3.0\n'))
+    text = '[privacy]\nrequire-dp = false\n[statistics]\nshare = "dp"\nepsilon = 3.0\n'
+    policy = SiloPolicy.load(write(tmp_path, text))
     with pytest.raises(PolicyDeclined) as caught:
         decide(policy, request(dp=False, target_epsilon=2.0))
     assert caught.value.key == "statistics.epsilon"
