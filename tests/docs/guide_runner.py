@@ -176,7 +176,7 @@ class GuideSession:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the shell exited ({self.proc.returncode})")
             if time.monotonic() > deadline:
-                self.close()
+                self.close(grace=0)
                 text = out.read_text(errors="replace") if out.exists() else ""
                 raise TimeoutError(f"no end within {timeout:g}s; output so far:\n{text[-4000:]}")
             time.sleep(0.2)
@@ -194,9 +194,15 @@ class GuideSession:
                     found.append(int(entry.name))
         return found
 
-    def close(self) -> list[int]:
-        """Stop every process of this session; the ones that were still running."""
-        left = [p for p in self.tagged() if p != self.proc.pid]
+    def close(self, *, grace: float = 30) -> list[str]:
+        """Stop every process of this session. Returns the ones (pid and command line)
+        still running ``grace`` seconds after the guide's last command: processes the
+        guide started and did not stop (a SuperExec or ClientApp may take a few seconds
+        to exit after its SuperNode or SuperLink has)."""
+        deadline = time.monotonic() + grace
+        while [p for p in self.tagged() if p != self.proc.pid] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = [_describe(p) for p in self.tagged() if p != self.proc.pid]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.tagged():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -207,3 +213,11 @@ class GuideSession:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
         return left
+
+
+def _describe(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return str(pid)
+    return f"{pid} {cmdline.decode(errors='replace')[:200]}"

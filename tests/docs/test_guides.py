@@ -49,6 +49,7 @@ def walk(guide: Path, tmp: Path, *, timeout: float = 600) -> None:
     folder.mkdir()
     overrides = {"W": str(tmp / "walk"), "SRC": str(ROOT)}
     session = GuideSession(folder, fresh_env(tmp), overrides)
+    completed = False
     try:
         for i, step in enumerate(steps):
             status, output = session.run(session.substitute(step.text), timeout=timeout)
@@ -61,8 +62,9 @@ def walk(guide: Path, tmp: Path, *, timeout: float = 600) -> None:
                 pytest.fail(
                     f"{where}\nshown output not found:\n{missing}\n--- got:\n{output[-4000:]}"
                 )
+        completed = True
     finally:
-        left = session.close()
+        left = session.close(grace=30 if completed else 0)
     assert not left, f"{guide.name} left processes running: {left}"
 
 
@@ -93,7 +95,7 @@ def test_readme_quick_start_runs(tmp_path: Path) -> None:
             f'cd {ROOT} && {command} --run-config "num-server-rounds=2"', timeout=600
         )
     finally:
-        session.close()
+        session.close(grace=0)
     assert status == 0, output[-4000:]
     assert "[round 2/2]" in output, output[-4000:]
     home = tmp_path / "home" / ".fedsilo"
