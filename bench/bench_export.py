@@ -30,7 +30,7 @@ from core_training.data import load_table  # noqa: E402
 from core_training.models import build_model, quantize_int8  # noqa: E402
 from core_training.pipeline import model_spec_for, prepare_local, split  # noqa: E402
 from core_training.trainer import evaluate, fit  # noqa: E402
-from fl_server.modelfile import serialized_size  # noqa: E402
+from fl_common.modelfile import serialized_size  # noqa: E402
 
 
 def _latency(model: torch.nn.Module, X: torch.Tensor, batch: int, repeats: int) -> float:

@@ -35,6 +35,7 @@ from fl_common import protocol as p
 from fl_common.settings import RunSettings, fedsilo_home, from_run_config
 from privacy.keys import resolve_key
 from privacy.policy import Grant, PolicyDeclined
+from privacy.stats_release import StatisticsBoundsError
 
 from .attack import attacked
 from .local_round import (
@@ -77,7 +78,10 @@ def query(msg: Message, context: Context) -> Message:
             ),
         }
     )
-    stats = _shared_stats(silo, config, grant, settings, context)
+    try:
+        stats = _shared_stats(silo, config, grant, settings, context)
+    except StatisticsBoundsError as exc:  # the policy asks for DP statistics it cannot have
+        return _declined(msg, silo, PolicyDeclined("statistics.share", str(exc)))
     if stats is not None:
         content[p.STATS] = p.stats_to_record(stats)
     return Message(content=content, reply_to=msg)

@@ -173,7 +173,7 @@ def _silo(args: argparse.Namespace, config: Any, ledger: str | None = None) -> A
 def stats_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.config import TrainConfig
     from core_training.pipeline import local_stats
-    from fl_server.offline import STATS_CONTENT
+    from fl_common.modelfile import STATS_CONTENT
     from privacy import store
 
     config = TrainConfig.from_dict(settings_from(args.set))
@@ -201,8 +201,13 @@ def stats_text(r: dict[str, Any]) -> str:
 
 def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.config import TrainConfig
-    from fl_server.modelfile import load_model, preprocessing_from, save_model, weights_digest
-    from fl_server.offline import CARRIED_KEYS
+    from fl_common.modelfile import (
+        CARRIED_KEYS,
+        load_model,
+        preprocessing_from,
+        save_model,
+        weights_digest,
+    )
     from privacy.policy import PolicyDeclined, RunRequest, decide
 
     from .local_round import DPOptions, open_ledger, preparation, train_round

@@ -28,7 +28,7 @@ from core_training.preprocess import Preprocessor
 from core_training.sampling import RESAMPLING_UNDER_DP
 from core_training.trainer import evaluate, fit
 from fl_common import protocol as p
-from fl_common.settings import RunSettings
+from fl_common.settings import VAL_METRICS, RunSettings
 from privacy.policy import Grant, RunRequest, decide
 
 from .silo import Silo
@@ -37,8 +37,6 @@ from .silo import Silo
 # round without DP (and the fl-client commands that need none) does not pay for it.
 if TYPE_CHECKING:
     from privacy.ledger import PrivacyLedger
-
-VAL_METRICS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
 @dataclass(frozen=True)

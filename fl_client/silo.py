@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,11 @@ import numpy as np
 
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table
+from core_training.partition import partition
 from core_training.pipeline import deduplicate, split
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
 from privacy.policy import SiloPolicy, find_policy
-from simulations.partition import partition
 
 SILO_ID_FILE = "silo-id"
 # node-config keys a silo may set; any other is refused so a typo is not silently ignored
@@ -90,13 +90,15 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
             "node-config has neither data-path (a silo's file) nor partition-id "
             "(simulation); start the SuperNode with --node-config 'data-path=\"...\"'"
         )
-    return _simulated_silo(
+    silo = _simulated_silo(
         int(node_config["partition-id"]),
         int(node_config["num-partitions"]),
         settings,
         config.seed,
         config.drop_duplicates,
     )
+    # the data is cached per process; the policy is read anew, as a silo may change it
+    return replace(silo, policy=find_policy(None, fedsilo_home(), simulated=True))
 
 
 @lru_cache(maxsize=64)
@@ -113,7 +115,7 @@ def _simulated_silo_cached(
         seed=seed + pid,
         drop_duplicates=drop_duplicates,
         ledger_path=None,
-        policy=find_policy(None, fedsilo_home(), simulated=True),
+        policy=SiloPolicy.defaults(simulated=True),
     )
 
 

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from core_training.config import ConfigError
 from core_training.data import BUILTIN_DATASETS, Table, load_table
 from core_training.schema import DataError, Schema, schema_difference
+from fl_common.jsonio import jsonable
 
 Handler = Callable[[argparse.Namespace], dict[str, Any]]
 Render = Callable[[dict[str, Any]], str]
@@ -213,22 +214,6 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
 
 def to_json(value: Any) -> str:
     return json.dumps(jsonable(value), indent=2)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON: numpy numbers and arrays as numbers and lists, paths as text,
-    NaN and infinities as null (JSON has neither)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> str:

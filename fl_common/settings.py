@@ -8,24 +8,35 @@ that belongs to neither, naming it. The defaults here are the ones in
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from core_training.config import ConfigError, TrainConfig, coerce_value, require, require_choice
 from core_training.data import BUILTIN_DATASETS
+from privacy.keys import fedsilo_home
+
+__all__ = [
+    "SCORE_METRICS",
+    "STOP_METRICS",
+    "VAL_METRICS",
+    "RunSettings",
+    "fedsilo_home",
+    "from_run_config",
+]
 from core_training.sampling import RESAMPLING_UNDER_DP
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
 PARTITIONERS = ("iid", "dirichlet", "quantity")
 VALIDATION = ("server", "federated")
-STOP_METRICS = {  # metric -> True when larger is better
+STOP_METRICS = {  # the validation metrics, every one; -> True when larger is better
     "val_loss": False,
     "val_accuracy": True,
     "val_balanced_accuracy": True,
     "val_macro_f1": True,
 }
+VAL_METRICS = tuple(STOP_METRICS)
+SCORE_METRICS = tuple(k for k, higher in STOP_METRICS.items() if higher)  # in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -205,10 +216,6 @@ def _plain_name(name: str) -> bool:
         and name not in (".", "..")
         and all(c.isalnum() or c in "-_." for c in name)
     )
-
-
-def fedsilo_home() -> Path:
-    return Path(os.environ.get("FEDSILO_HOME", "~/.fedsilo")).expanduser()
 
 
 def from_run_config(run_config: dict[str, Any]) -> tuple[RunSettings, TrainConfig]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,8 @@ from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
 from fl_common.data import pooled_split
-from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
-from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
-
-from .aggregation import restore_strategy_state
-from .early_stopping import EarlyStopping
-from .loop import RoundLoop, RunStopped
-from .modelfile import (
+from fl_common.jsonio import write_json
+from fl_common.modelfile import (
     arrays_from_state,
     load_model,
     preprocessing_metadata,
@@ -39,7 +34,13 @@ from .modelfile import (
     serialized_size,
     state_from_arrays,
 )
-from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves, write_json
+from fl_common.settings import STOP_METRICS, RunSettings, from_run_config
+from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, resolve_key
+
+from .aggregation import restore_strategy_state
+from .early_stopping import EarlyStopping
+from .loop import RoundLoop, RunStopped
+from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves
 from .selection import ModelSelector
 from .state import (
     BEST_MODEL_FILE,
@@ -70,7 +71,14 @@ RESUME_MAY_CHANGE = (
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings, config = from_run_config(dict(context.run_config))
-    Federation(grid, settings, config, run_id=context.run_id).run()
+    try:
+        Federation(grid, settings, config, run_id=context.run_id).run()
+    except RunStopped as stop:  # set-up could not start the run: one line, no traceback
+        log(ERROR, "fedsilo run not started (%s): %s", stop.reason, stop)
+
+
+# Set-up stops that concern the run folder itself: nothing is written into it.
+FOLDER_STOPS = ("run-exists", "nothing-to-resume", "resume-mismatch")
 
 
 class Federation:
@@ -83,6 +91,7 @@ class Federation:
         self.key = _server_key(settings)
         self.run_dir = self._run_dir(run_id)
         self.loop = RoundLoop(grid, settings, config)
+        self.nodes = NodeBook()  # what the statistics step learns of each node
         # Where this process's time went, in seconds: set-up (statistics, initial model,
         # validation data), the rounds, and the end (final validation, export).
         self.timing: dict[str, float] = {}
@@ -108,8 +117,9 @@ class Federation:
             restore_strategy_state(self.loop.strategy, state.strategy_state)
             # Node ids may differ in a new run: ask again who takes part and with how
             # many rows, keeping the preprocessing the run started with.
-            state.nodes.rows.clear()
-            self.loop.census(state.schema, state.nodes)
+            self.nodes = state.nodes
+            self.nodes.rows.clear()
+            self.loop.census(state.schema, self.nodes)
             self._load_validation(state)
             return state
         if self.settings.resume:
@@ -122,8 +132,7 @@ class Federation:
             )
         server_table = self._validation_table() if self.settings.validation == "server" else None
         schema = self._schema(server_table)
-        nodes = NodeBook()
-        prep = self.loop.federated_statistics(schema, nodes, server_table)
+        prep = self.loop.federated_statistics(schema, self.nodes, server_table)
         spec, initial = self._initial_model(schema)
         state = RunState(
             spec=spec,
@@ -136,11 +145,11 @@ class Federation:
                 higher_is_better=STOP_METRICS[self.settings.early_stopping_metric],
             ),
             prep=prep,
-            nodes=nodes,
+            nodes=self.nodes,
         )
         statistics_step = state.entry(0)  # the statistics step is round 0 of the history
-        statistics_step["policy_declined"] = _by_name(nodes.policy_declined)
-        statistics_step["no_statistics"] = _by_name(nodes.no_statistics)
+        statistics_step["policy_declined"] = _by_name(self.nodes.policy_declined)
+        statistics_step["no_statistics"] = _by_name(self.nodes.no_statistics)
         self.loop.model_spec = spec
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._load_validation(state, server_table)
@@ -266,6 +275,7 @@ class Federation:
             stop_reason, detail = stop.reason, str(stop)
             log(WARNING, "Run stopped: %s", detail)
             if state is None:
+                self._setup_stopped(stop)
                 raise
             self._checkpoint(state)
         else:
@@ -276,6 +286,23 @@ class Federation:
         summary = self._finish(state, stop_reason, detail)
         log(INFO, "fedsilo run finished (%s); outputs in %s", stop_reason, self.run_dir)
         return summary
+
+    def _setup_stopped(self, stop: RunStopped) -> None:
+        """A run that stopped before its first round still says why, and which nodes
+        declined (unless the stop is about the run folder, which may be another run's)."""
+        if stop.reason in FOLDER_STOPS:
+            return
+        summary = {
+            "run_dir": str(self.run_dir),
+            "rounds_completed": 0,
+            "stopped_early": True,
+            "stop_reason": stop.reason,
+            "stop_detail": str(stop),
+            "policy_declined": _by_name(self.nodes.policy_declined),
+            "no_statistics": _by_name(self.nodes.no_statistics),
+            "settings": self._config_dict(),
+        }
+        write_json(self.run_dir / SUMMARY_FILE, summary)
 
     def _checkpoint(self, state: RunState) -> None:
         save_checkpoint(self.run_dir, state, key=self.key, config=self._config_dict())

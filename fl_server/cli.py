@@ -62,8 +62,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.models import build_model
     from core_training.pipeline import fit_preparation, local_stats, model_spec_for
     from core_training.schema import Schema
-
-    from .modelfile import save_model
+    from fl_common.modelfile import save_model
 
     values = settings_from(args.set)
     if args.seed is not None:
@@ -116,9 +115,8 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
     from core_training.preprocess import FeatureStats, merge_stats
     from core_training.schema import Schema
     from fl_common.cli import schema_difference
+    from fl_common.modelfile import STATS_CONTENT
     from privacy import store
-
-    from .offline import STATS_CONTENT
 
     parts = []
     for path in paths:
@@ -137,7 +135,7 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
 
 
 def _prep_metadata(pre: Any, weights: Any) -> dict[str, Any]:
-    from .modelfile import preprocessing_metadata
+    from fl_common.modelfile import preprocessing_metadata
 
     prep = dict(pre.to_dict())
     if weights is not None:
@@ -163,11 +161,11 @@ def init_text(r: dict[str, Any]) -> str:
 def aggregate_cmd(args: argparse.Namespace) -> dict[str, Any]:
     import logging
 
+    from fl_common.modelfile import save_model, state_from_arrays
     from fl_common.protocol import record_to_numpy
     from fl_common.settings import RunSettings
 
     from .aggregation import aggregate, make_strategy
-    from .modelfile import save_model, state_from_arrays
     from .offline import collect_updates
 
     if args.min_updates < 1:
@@ -226,8 +224,9 @@ def aggregate_text(r: dict[str, Any]) -> str:
 
 def _prepared(args: argparse.Namespace, key: bytes) -> tuple[Any, Any]:
     """The model file and, when data was given, that data cleaned for it."""
+    from fl_common.modelfile import load_model
+
     from .evaluation import prepare
-    from .modelfile import load_model
 
     loaded = load_model(args.model, key=key)
     data = load_data(args)
@@ -257,7 +256,7 @@ def evaluate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         )
         result["importance"] = {**found, "plot": str(plot)}
     if args.out:
-        from .report import write_json
+        from fl_common.jsonio import write_json
 
         result["out"] = str(write_json(Path(args.out), result))
     return result

@@ -22,9 +22,8 @@ from core_training.pipeline import fit_preparation, local_stats
 from core_training.preprocess import Preprocessor
 from core_training.schema import DataError, schema_difference
 from core_training.trainer import evaluate, predict_proba
+from fl_common.modelfile import LoadedModel, preprocessing_from, save_model, serialized_size
 from privacy import store
-
-from .modelfile import LoadedModel, preprocessing_from, save_model, serialized_size
 
 FROM_FILE = "from the model file"
 FITTED_HERE = "fitted on the evaluation data (the model file has none)"

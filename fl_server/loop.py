@@ -42,10 +42,10 @@ from core_training.sampling import class_weights
 from core_training.schema import Schema
 from core_training.trainer import evaluate
 from fl_common import protocol as p
-from fl_common.settings import RunSettings
+from fl_common.modelfile import state_from_arrays
+from fl_common.settings import VAL_METRICS, RunSettings
 
 from .aggregation import aggregate, make_strategy, strategy_state
-from .modelfile import state_from_arrays
 from .replies import (
     DECLINED,
     Evaluation,
@@ -60,9 +60,7 @@ from .selection import ModelSelector, Verdict
 from .state import Arrays, NodeBook, RunState
 from .transport import OnlyNodes, RunStopped, Transport
 
-VAL_KEYS = ("val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
-
-__all__ = ["VAL_KEYS", "RoundLoop", "RunStopped", "load_arrays", "pool_evaluations"]
+__all__ = ["RoundLoop", "RunStopped", "load_arrays", "pool_evaluations"]
 
 
 class RoundLoop:
@@ -114,7 +112,10 @@ class RoundLoop:
         self.num_classes = schema.num_classes
         nodes = self.transport.wait_for_nodes()
         book.known.update(nodes)
+        # this query is the authority on who takes part now (a resumed run asks again)
         book.no_statistics.clear()
+        book.policy_declined.clear()
+        book.other_schema.clear()
         query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
         messages = [
             Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
@@ -189,6 +190,7 @@ class RoundLoop:
             )
             (problems if isinstance(parsed, Problem) else valid).append(parsed)
         checks_seconds = time.perf_counter() - checks_started
+        valid.sort(key=lambda r: r.node)  # the same order every time: the same sums
         entry = self._record(state, server_round, nodes, valid, problems)
         entry["checks_seconds"] = round(checks_seconds, 6)  # parsing and checking replies
         verdict = Verdict(improved=False, stop=state.early_stopping.should_stop)
@@ -304,7 +306,7 @@ class RoundLoop:
         assert self.model_spec is not None
         model = load_arrays(self.model_spec, arrays, int8=int8)
         m = evaluate(model, *self.validation)
-        return {k: float(m[k.removeprefix("val_")]) for k in VAL_KEYS}
+        return {k: float(m[k.removeprefix("val_")]) for k in VAL_METRICS}
 
     def federated_metrics(
         self, arrays: Arrays, prep: Arrays, book: NodeBook, *, int8: bool | None = None

@@ -5,7 +5,7 @@ file (kind ``update``). Its metadata (besides the model spec and schema that eve
 file carries):
 
 - ``round``: the round this update is for (the base model's round + 1);
-- ``base_digest``: :func:`~fl_server.modelfile.weights_digest` of the global model the
+- ``base_digest``: :func:`~fl_common.modelfile.weights_digest` of the global model the
   silo started from, so all updates of a round can be checked to share it;
 - ``num_examples``: training rows (the aggregation weight); ``silo``: the silo's id;
 - ``metrics``: the same metrics a ClientApp's train reply carries (train loss, the base
@@ -22,7 +22,8 @@ schema and base model. Each rejected file is named with its reasons.
 
 A silo's statistics file (``fl-client stats``, for ``fl-server init --stats``) is an
 encrypted JSON file (kind ``json``) holding ``FeatureStats.to_dict()`` of its training
-rows, with metadata ``content`` = :data:`STATS_CONTENT`, the schema, rows and silo id.
+rows, with metadata ``content`` = :data:`fl_common.modelfile.STATS_CONTENT`, the schema,
+rows and silo id.
 """
 
 from __future__ import annotations
@@ -35,15 +36,12 @@ import numpy as np
 from core_training.models import ModelSpec
 from core_training.schema import Schema, schema_difference
 from fl_common.cli import CLIError, one_line, progress
+from fl_common.modelfile import CARRIED_KEYS, arrays_from_state, load_model, weights_digest
 from privacy import store
 from privacy.crypto import DecryptionError
 from privacy.store import ArtifactFormatError
 
 from .aggregation import Update, check_update, split_valid
-from .modelfile import arrays_from_state, load_model, weights_digest
-
-CARRIED_KEYS = ("train_config", "preprocessing", "preprocessing_source")
-STATS_CONTENT = "fedsilo-feature-stats"  # metadata "content" of fl-client stats files
 
 
 @dataclass

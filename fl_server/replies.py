@@ -25,11 +25,11 @@ from flwr.app import Message
 from core_training.preprocess import HIST_BINS, FeatureStats
 from core_training.schema import Schema
 from fl_common import protocol as p
+from fl_common.settings import SCORE_METRICS
 
 from .aggregation import Update, check_update
 
 FAILED, REJECTED, DECLINED = "failed", "rejected", "declined"
-ACCURACY_KEYS = ("val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
 class BadValue(ValueError):
@@ -274,7 +274,7 @@ def _evaluation(
     most = max(rows, math.ceil(rows * val_fraction / (1 - val_fraction)) + 1)
     examples = int(number(metrics.get(key), key, low=0, high=most, integer=True))
     loss = number(metrics.get(f"{prefix}loss"), f"{prefix}loss", low=0)
-    for name in ACCURACY_KEYS:
+    for name in SCORE_METRICS:
         number(metrics.get(name), name, low=0, high=1)
     flat = metrics.get(f"{prefix}confusion")
     if not isinstance(flat, list) or len(flat) != num_classes * num_classes:

@@ -6,45 +6,14 @@ written atomically so a crash never leaves half a file.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from privacy.store import atomic_write
 
 HISTORY_FILE = "history.json"
 SUMMARY_FILE = "summary.json"
 CURVES_FILE = "curves.png"
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Atomic JSON write (temporary file in the same folder, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_finite(data), fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
@@ -70,10 +39,9 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -129,8 +97,7 @@ def plot_importance(
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -16,10 +16,10 @@ import numpy as np
 
 from core_training.models import ModelSpec
 from core_training.schema import Schema
+from fl_common.modelfile import arrays_from_state, model_metadata, state_from_arrays
 from privacy import store
 
 from .early_stopping import EarlyStopping
-from .modelfile import arrays_from_state, model_metadata, state_from_arrays
 
 CHECKPOINT_FILE = "checkpoint.bin"
 BEST_MODEL_FILE = "best-model.bin"

@@ -38,6 +38,7 @@ __all__ = [
     "ArtifactFormatError",
     "ArtifactNotFoundError",
     "DecryptionError",
+    "atomic_write",
     "load_json",
     "load_state",
     "read_info",

@@ -41,13 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from core_training.data import write_csv
+from core_training.partition import partition
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings
 from fl_server.certs import make_all, make_node_keys
 from privacy.keys import generate_key_file
 
 from .local_run import free_port, toml_value
-from .partition import partition
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -13,7 +13,8 @@ import pytest
 from cli_helpers import Round, Workspace, assert_one_line_error, call, run_cli
 
 from core_training.schema import Feature, Schema, schema_difference
-from fl_common.cli import Progress, jsonable, settings_from
+from fl_common.cli import Progress, settings_from
+from fl_common.jsonio import jsonable
 
 
 def flip_a_byte(path: Path, out: Path) -> Path:

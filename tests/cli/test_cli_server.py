@@ -10,7 +10,7 @@ import numpy as np
 from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
 
 from core_training.schema import Feature, Schema
-from fl_server.report import write_json
+from fl_common.jsonio import write_json
 from privacy import store
 from privacy.keys import load_key_file
 
@@ -249,7 +249,7 @@ def test_preprocessing_in_a_model_file_round_trips_with_its_infinite_bounds(
     ws: Workspace,
 ) -> None:
     from core_training.preprocess import Preprocessor
-    from fl_server.modelfile import preprocessing_from, preprocessing_metadata
+    from fl_common.modelfile import preprocessing_from, preprocessing_metadata
 
     pre = Preprocessor(
         log_mask=np.array([True, False]),

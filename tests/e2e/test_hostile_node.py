@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fl_common.data import pooled_split
+from fl_common.modelfile import load_model
 from fl_common.settings import RunSettings
 from fl_server.evaluation import evaluation, prepare
-from fl_server.modelfile import load_model
 from privacy.keys import load_key_file
 from simulations.local_run import ROOT
 

@@ -28,3 +28,19 @@ def test_importing_leaves_out_sklearn_scipy_opacus_and_matplotlib(module: str) -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+@pytest.mark.parametrize("module", ["fl_client.app", "fl_client.cli", "fl_client.local_round"])
+def test_the_silo_side_imports_nothing_of_the_server_or_the_simulations(module: str) -> None:
+    """A silo installs and reviews the client side: it must not depend on the server's
+    code or the simulation harness."""
+    code = (
+        f"import sys, {module}\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fl_server', 'simulations'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

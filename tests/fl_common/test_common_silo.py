@@ -15,6 +15,8 @@ from fl_client.silo import Silo, silo_for
 from fl_common import data as common_data
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings
+from privacy import keys
+from privacy.ledger import PrivacyLedger
 
 
 def rows(table: Table) -> set[bytes]:
@@ -130,11 +132,14 @@ def test_deployed_silo_id_stays_when_the_file_moves(
     moved = tmp_path / "elsewhere" / "renamed.csv"
     moved.parent.mkdir()
     first = silo_for({"data-path": str(csv), "schema": str(schema)}, RunSettings(), TrainConfig())
+    key = keys.load_key_file(keys.generate_key_file(tmp_path / "k" / "key"))
+    spent = PrivacyLedger.open(first.ledger_path, key=key, budget_epsilon=10.0, delta=1e-5)
+    spent.reserve(noise_multiplier=1.0, sample_rate=0.1, steps=50).settle(50)
     shutil.move(csv, moved)
     again = silo_for({"data-path": str(moved), "schema": str(schema)}, RunSettings(), TrainConfig())
-    assert first.silo_id == again.silo_id
-    assert first.ledger_path == again.ledger_path
-    assert first.silo_id.startswith("silo-")
+    assert first.silo_id == again.silo_id and first.silo_id.startswith("silo-")
+    reopened = PrivacyLedger.open(again.ledger_path, key=key, budget_epsilon=10.0, delta=1e-5)
+    assert reopened.spent_epsilon() == spent.spent_epsilon() > 0
 
 
 def test_deployed_silo_id_comes_from_the_policy_when_it_names_one(

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fl_server.report import history_table, plot_curves, write_json
+from fl_common.jsonio import write_json
+from fl_server.report import history_table, plot_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_grid import Behaviour, FakeGrid, failing, honest, silent
 
 from fl_common import protocol as p
+from fl_common.modelfile import load_model
 from fl_common.settings import from_run_config
 from fl_server.app import Federation
 from fl_server.loop import RunStopped
-from fl_server.modelfile import load_model
 from fl_server.state import load_checkpoint
 from privacy.keys import resolve_key
 
@@ -305,3 +305,99 @@ def test_small_silos_validating_on_their_training_rows_do_not_enter_federated_va
         if m.metadata.message_type == "train" and m.metadata.dst_node_id not in small
     )
     assert history(summary)[0]["val_examples"] == held_out_examples
+
+
+def test_silos_whose_policy_requires_dp_decline_a_plain_run_and_the_summary_says_so(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text("[privacy]\nrequire-dp = true\n")
+    with pytest.raises(RunStopped) as caught:
+        federate(tmp_path, **{"num-server-rounds": 1})
+    assert caught.value.reason == "policy-declined"
+    import json
+
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop_reason"] == "policy-declined" and summary["rounds_completed"] == 0
+    assert len(summary["policy_declined"]) == 3
+    assert all("privacy.require-dp" in r for r in summary["policy_declined"].values())
+
+
+def test_evaluations_past_a_silos_limit_are_declined_and_the_run_still_finishes(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text("[evaluation]\nmax-evaluations-per-run = 1\n")
+    summary, grid, _ = federate(
+        tmp_path, validation="federated", **{"num-server-rounds": 1, "export-int8": True}
+    )
+    evaluate_replies = [r for m, r in grid.answered if m.metadata.message_type == "evaluate"]
+    declined = [
+        r
+        for r in evaluate_replies
+        if p.INFO in r.content.config_records and r.content[p.INFO]["status"] == "declined"
+    ]
+    assert len(evaluate_replies) == 9 and len(declined) == 6  # 1 of 3 per silo answered
+    assert all(
+        r.content[p.INFO]["policy_key"] == "evaluation.max-evaluations-per-run" for r in declined
+    )
+    assert summary["stop_reason"] == "completed"
+    assert summary["export"] is None  # no silo would validate the export
+
+
+def _ranged_copy_of_breast_cancer(folder: Path) -> tuple[Path, Path]:
+    """breast-cancer as a CSV whose schema gives every column a public range."""
+    from core_training.data import load_builtin, write_csv
+    from core_training.schema import Feature, Schema
+
+    table = load_builtin("breast-cancer")
+    low, high = np.nanmin(table.X, 0), np.nanmax(table.X, 0)
+    span = high - low
+    features = tuple(
+        Feature(f.name, bounds=(float(lo - 0.1 * s), float(hi + 0.1 * s)))
+        for f, lo, hi, s in zip(table.schema.features, low, high, span, strict=True)
+    )
+    schema = Schema(table.schema.label, table.schema.classes, features)
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = write_csv(table, folder / "bc.csv")
+    return csv, schema.save(folder / "bc.toml")
+
+
+def test_dp_statistics_are_spent_from_each_silos_ledger_and_the_run_learns(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text('[statistics]\nshare = "dp"\nepsilon = 1.0\n')
+    csv, schema = _ranged_copy_of_breast_cancer(tmp_path / "data")
+    summary, _, _ = federate(
+        tmp_path / "run",
+        dataset=str(csv),
+        schema=str(schema),
+        **{"num-server-rounds": 3},
+    )
+    assert summary["stop_reason"] == "completed"
+    assert history(summary)[-1]["val_accuracy"] > 0.85
+    from privacy.ledger import PrivacyLedger
+
+    ledgers = sorted((isolated_home / "ledgers").glob("*.ledger"))
+    assert len(ledgers) == 3
+    for path in ledgers:
+        ledger = PrivacyLedger.open(path, key=resolve_key(None), budget_epsilon=10.0, delta=1e-5)
+        (entry,) = ledger.entries
+        assert entry.label == "statistics" and entry.sample_rate == 1.0
+        assert 0.9 < ledger.spent_epsilon() <= 1.0 + 1e-9
+
+
+def test_dp_statistics_without_public_ranges_are_declined_naming_the_column(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    isolated_home.mkdir(parents=True, exist_ok=True)
+    (isolated_home / "policy.toml").write_text('[statistics]\nshare = "dp"\n')
+    with pytest.raises(RunStopped, match="can take part"):
+        federate(tmp_path, **{"num-server-rounds": 1})
+    import json
+
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    reasons = list(summary["policy_declined"].values())
+    assert len(reasons) == 3 and all("statistics.share" in r for r in reasons)
+    assert "range = [low, high]" in reasons[0]

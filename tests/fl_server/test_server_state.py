@@ -12,8 +12,8 @@ import torch
 
 from core_training.models import ModelSpec, build_model
 from core_training.schema import Feature, Schema
+from fl_common.modelfile import arrays_from_state
 from fl_server.early_stopping import EarlyStopping
-from fl_server.modelfile import arrays_from_state
 from fl_server.state import (
     CHECKPOINT_FILE,
     RunState,

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from core_training.models import ModelSpec, build_model, quantize_int8
 from core_training.schema import Feature, Schema
+from fl_common.modelfile import load_model, save_model
 from fl_server.early_stopping import EarlyStopping
-from fl_server.modelfile import load_model, save_model
 from fl_server.state import RunState, load_checkpoint, save_checkpoint
 from privacy import crypto, keys, store
 from privacy.crypto import DecryptionError

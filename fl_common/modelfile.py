@@ -1,4 +1,6 @@
-"""Model files: encrypted, self-describing, and the int8 export.
+"""Model files: encrypted, self-describing, and the int8 export. Both sides use them
+(the server writes global models, a silo's ``fl-client train`` writes updates), so the
+format lives here, not in either app.
 
 Every model file holds the weights and, in its metadata, the ``ModelSpec`` and the
 schema it was trained for, so any file can be turned back into a working model (for
@@ -27,6 +29,9 @@ from core_training.schema import Schema
 from privacy import store
 
 MODEL_KINDS_FP32 = ("model", "update", "checkpoint")
+# What an update file carries over from the global model it was trained from.
+CARRIED_KEYS = ("train_config", "preprocessing", "preprocessing_source")
+STATS_CONTENT = "fedsilo-feature-stats"  # metadata "content" of fl-client stats files
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Tests for simulations.partition: deterministic row partitioners for simulated clients."""
+"""Tests for core_training.partition: deterministic row partitioners for simulated clients."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulations.partition import (
+from core_training.partition import (
     PARTITIONERS,
     dirichlet_partition,
     iid_partition,

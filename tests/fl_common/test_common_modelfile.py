@@ -11,8 +11,8 @@ from torch import nn
 
 from core_training.models import ModelSpec, build_model, quantize_int8
 from core_training.schema import Feature, Schema
+from fl_common.modelfile import arrays_from_state, load_model, save_model, serialized_size
 from fl_server.early_stopping import EarlyStopping
-from fl_server.modelfile import arrays_from_state, load_model, save_model, serialized_size
 from fl_server.state import RunState, load_checkpoint, save_checkpoint
 from privacy import store
 from privacy.crypto import DecryptionError
