@@ -408,7 +408,11 @@ COMMANDS = [
         "fl-client stats --data hospital-a.csv --schema schema.toml --out hospital-a.stats",
         stats_cmd,
         stats_text,
-        [*_DATA, arg("--out", required=True, metavar="FILE", help="statistics file to write")],
+        [
+            *_DATA,
+            arg("--out", required=True, metavar="FILE", help="statistics file to write"),
+            _POLICY,
+        ],
         key=True,
         settings=True,
     ),

@@ -7,7 +7,8 @@
 # the last log line says where.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# FEDSILO_SKIP_SETUP=1: the environment is set up already (the tests run in it)
+[ "${FEDSILO_SKIP_SETUP:-}" = 1 ] || bash scripts/setup.sh
 # Run in this environment: no per-run reinstall of the app's dependencies (offline-safe).
 export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 # flwr starts flower-superlink by name: it must come from this environment

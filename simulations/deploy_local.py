@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -692,32 +693,63 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SILO=ATTACK",
         help="make silo number SILO misbehave, e.g. 1=nan or 0=scale:10 (repeatable)",
     )
-    parser.add_argument("--base", default="", help="folder for everything (default: a new one)")
+    parser.add_argument(
+        "--base",
+        default="",
+        help="folder for everything, kept (default: a temporary folder, removed at the end)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder and say where it is"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     args = parser.parse_args(argv)
     from flwr.common.config import parse_config_args
 
     # SIGTERM (a service manager, `kill`) stops every process, as Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    temporary = not args.base
     base = Path(args.base or tempfile.mkdtemp(prefix="fedsilo-deploy-"))
     extra = parse_config_args([args.run_config]) if args.run_config else {}
     attacks = {int(a.split("=", 1)[0]): {"attack": a.split("=", 1)[1]} for a in args.attack}
-    print(f"deployment folder: {base}")
-    with LocalDeployment(
-        base,
-        silos=args.silos,
-        dataset=args.dataset,
-        partitioner=args.partitioner,
-        alpha=args.alpha,
-        node_config=attacks,
-        run_config={"num-server-rounds": args.rounds, **extra},
-    ) as deployment:
-        print(f"SuperLink on 127.0.0.1:{deployment.port} (TLS, SuperNode authentication)")
-        for silo in deployment.silos:
-            print(f"  {silo.name}: node {silo.node_id}, data {silo.node_config['data-path']}")
-        run = deployment.run(timeout=args.timeout)
-        sys.stdout.write(run.output)
-        return run.returncode or 0
+    print(f"deployment folder: {base}", flush=True)
+    try:
+        with LocalDeployment(
+            base,
+            silos=args.silos,
+            dataset=args.dataset,
+            partitioner=args.partitioner,
+            alpha=args.alpha,
+            node_config=attacks,
+            run_config={"num-server-rounds": args.rounds, **extra},
+        ) as deployment:
+            print(f"SuperLink on 127.0.0.1:{deployment.port} (TLS, SuperNode authentication)")
+            for silo in deployment.silos:
+                print(f"  {silo.name}: node {silo.node_id}, data {silo.node_config['data-path']}")
+            run = deployment.run(timeout=args.timeout)
+            sys.stdout.write(run.output)
+            print(final_result(run))
+            return run.returncode or 0
+    finally:
+        if temporary and not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+            print(f"removed {base} (--keep or --base keeps it)")
+        else:
+            print(f"outputs, keys and logs kept in {base}")
+
+
+def final_result(run: DeployedRun) -> str:
+    """One line: how the run ended and the best model's validation accuracy."""
+    try:
+        summary = run.summary
+    except (DeploymentError, OSError, ValueError):
+        return f"no summary: the run exited with {run.returncode}"
+    best = summary.get("best_metrics") or {}
+    accuracy = best.get("val_accuracy")
+    shown = "-" if accuracy is None else f"{accuracy:.4f}"
+    return (
+        f"final: {summary.get('stop_reason')}, best round {summary.get('best_round')}, "
+        f"val_accuracy {shown}"
+    )
 
 
 if __name__ == "__main__":
