@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+# A figure in FINDINGS.md: {{suite/key/...|format}}, or the ratio of two figures,
+# {{a/b over c/d|format}}; format is a format spec (".2f") or "pct". Missing: "not measured".
+PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
+NOT_MEASURED = "(not measured)"
 
 
 def _pct(x: float | None) -> str:
@@ -59,17 +65,52 @@ def render_markdown(r: dict[str, Any]) -> str:
         ]
     findings = Path(__file__).with_name("FINDINGS.md")
     if findings.exists():
-        out += [findings.read_text().rstrip(), ""]
-    out += [
-        "## GPU",
-        "",
-        "No GPU was available where these numbers were produced. The GPU check is ready:"
-        " `python bench/gpu_check.py` times one local epoch of the shared trainer on a model"
-        " large enough to matter, on CUDA with AMP on and off, against the CPU, and checks"
-        " that the trainer picked CUDA and ran autocast.",
-        "",
-    ]
+        current = {k: v for k, v in r.items() if k != "federation" or _current_rule(v)}
+        out += [fill(findings.read_text().rstrip(), current), ""]
+    out += _gpu(r.get("gpu"))
     return "\n".join(out)
+
+
+def fill(text: str, r: dict[str, Any]) -> str:
+    """Replace every {{path|format}} placeholder with that figure from the results."""
+
+    def figure(path: str) -> Any:
+        value: Any = r
+        for key in path.strip().split("/"):
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def one(match: re.Match[str]) -> str:
+        spec = match.group(2) or "g"
+        parts = match.group(1).split(" over ")
+        values = [figure(p) for p in parts]
+        if any(v is None for v in values) or (len(values) == 2 and not values[1]):
+            return NOT_MEASURED
+        value = values[0] / values[1] if len(values) == 2 else values[0]
+        return _pct(value) if spec == "pct" else format(value, spec)
+
+    return PLACEHOLDER.sub(one, text)
+
+
+def _gpu(g: dict[str, Any] | None) -> list[str]:
+    lines = ["## GPU", ""]
+    if not g:
+        return [
+            *lines,
+            "Not measured: `bench/results.json` holds no GPU measurement. The check is"
+            " ready: `python bench/gpu_check.py` times one local epoch of the shared trainer"
+            " on a model large enough to matter, on CUDA with AMP on and off, against the"
+            " CPU, and checks that the trainer picked CUDA and ran autocast.",
+            "",
+        ]
+    lines += [f"`python bench/gpu_check.py` (measured {g.get('when', '?')})", ""]
+    lines += ["| measure | value |", "| --- | --- |"]
+    for key, value in g.items():
+        if key != "when" and not isinstance(value, dict | list):
+            lines.append(f"| {key} | {value} |")
+    return [*lines, ""]
 
 
 def _privacy(p: dict[str, Any]) -> list[str]:
@@ -162,8 +203,13 @@ FEDERATION_STRATEGIES = {
 }
 
 
+def _current_rule(f: dict[str, Any]) -> bool:
+    """Results made with held-out test rows (older ones scored the picking split)."""
+    return "test_fraction" in f
+
+
 def _federation(f: dict[str, Any]) -> list[str]:
-    if "test_fraction" not in f:  # results of the rule before test rows were held out
+    if not _current_rule(f):
         return [
             "## Federated against centralized accuracy",
             "",

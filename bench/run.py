@@ -4,6 +4,7 @@
     python bench/run.py --quick    # a few minutes; what CI runs (it asserts no speed)
     python bench/run.py --only privacy,federation
     python bench/run.py --only federation --arms iid_fedavg,synthetic_dp
+    python bench/run.py --render   # BENCHMARKS.md again from bench/results.json
 
 Every figure is a ratio or a comparison measured side by side in the same run: the
 machines this runs on are shared and noisy, so absolute seconds mean little.
@@ -42,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated arms of the federation suite (default: all of them), "
         "e.g. iid_fedavg,dirichlet0.3_fedavg,synthetic_dp",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: write the markdown again from the results file",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        _write(Path(args.out), render(_load(Path(args.json))))
+        print(f"[bench] wrote {args.out} from {args.json}", file=sys.stderr)
+        return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SUITES)
     if unknown:
