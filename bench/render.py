@@ -232,7 +232,9 @@ def _federation(f: dict[str, Any]) -> list[str]:
         " validation split and keeps the round with the lowest validation loss; the"
         f" {f['clients']} simulated silos (real `flwr run .`) partition the remainder. The"
         f" centralized baseline trains the same model ({c['model']}) with the same trainer"
-        f" on that remainder ({c['train_rows']} rows) for {c['epochs']} epochs and keeps the"
+        f" on that remainder ({c['train_rows']} rows; each silo keeps part of its share as"
+        " local validation rows, so the silos together train on fewer) for"
+        f" {c['epochs']} epochs and keeps the"
         " epoch with the lowest loss on the same validation split. Each kept model is scored"
         " once on the test rows; points below centralized compare test accuracies only.",
         "",
