@@ -43,7 +43,7 @@ def quick_suite(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=1800,
+        timeout=3600,  # a limit on a hung run, not a speed claim: shared machines are slow
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads(raw.read_text()), md.read_text()
