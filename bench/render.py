@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+# A figure in FINDINGS.md: {{suite/key/...|format}}, or the ratio of two figures,
+# {{a/b over c/d|format}}; format is a format spec (".2f") or "pct". Missing: "not measured".
+PLACEHOLDER = re.compile(r"\{\{\s*([^}|]+?)\s*(?:\|\s*([^}]+?)\s*)?\}\}")
+NOT_MEASURED = "(not measured)"
 
 
 def _pct(x: float | None) -> str:
@@ -59,17 +65,52 @@ def render_markdown(r: dict[str, Any]) -> str:
         ]
     findings = Path(__file__).with_name("FINDINGS.md")
     if findings.exists():
-        out += [findings.read_text().rstrip(), ""]
-    out += [
-        "## GPU",
-        "",
-        "No GPU was available where these numbers were produced. The GPU check is ready:"
-        " `python bench/gpu_check.py` times one local epoch of the shared trainer on a model"
-        " large enough to matter, on CUDA with AMP on and off, against the CPU, and checks"
-        " that the trainer picked CUDA and ran autocast.",
-        "",
-    ]
+        current = {k: v for k, v in r.items() if k != "federation" or _current_rule(v)}
+        out += [fill(findings.read_text().rstrip(), current), ""]
+    out += _gpu(r.get("gpu"))
     return "\n".join(out)
+
+
+def fill(text: str, r: dict[str, Any]) -> str:
+    """Replace every {{path|format}} placeholder with that figure from the results."""
+
+    def figure(path: str) -> Any:
+        value: Any = r
+        for key in path.strip().split("/"):
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    def one(match: re.Match[str]) -> str:
+        spec = match.group(2) or "g"
+        parts = match.group(1).split(" over ")
+        values = [figure(p) for p in parts]
+        if any(v is None for v in values) or (len(values) == 2 and not values[1]):
+            return NOT_MEASURED
+        value = values[0] / values[1] if len(values) == 2 else values[0]
+        return _pct(value) if spec == "pct" else format(value, spec)
+
+    return PLACEHOLDER.sub(one, text)
+
+
+def _gpu(g: dict[str, Any] | None) -> list[str]:
+    lines = ["## GPU", ""]
+    if not g:
+        return [
+            *lines,
+            "Not measured: `bench/results.json` holds no GPU measurement. The check is"
+            " ready: `python bench/gpu_check.py` times one local epoch of the shared trainer"
+            " on a model large enough to matter, on CUDA with AMP on and off, against the"
+            " CPU, and checks that the trainer picked CUDA and ran autocast.",
+            "",
+        ]
+    lines += [f"`python bench/gpu_check.py` (measured {g.get('when', '?')})", ""]
+    lines += ["| measure | value |", "| --- | --- |"]
+    for key, value in g.items():
+        if key != "when" and not isinstance(value, dict | list):
+            lines.append(f"| {key} | {value} |")
+    return [*lines, ""]
 
 
 def _privacy(p: dict[str, Any]) -> list[str]:
@@ -153,74 +194,107 @@ def _storage(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+FEDERATION_PARTS = {"iid": "IID", "dirichlet0.3": "Dirichlet 0.3", "dirichlet0.1": "Dirichlet 0.1"}
+FEDERATION_STRATEGIES = {
+    "fedavg": "FedAvg",
+    "fedprox": "FedProx (mu 0.01)",
+    "fedadam": "FedAdam (server lr 0.03)",
+    "fedadam_eta0.01": "FedAdam (server lr 0.01)",
+}
+
+
+def _current_rule(f: dict[str, Any]) -> bool:
+    """Results made with held-out test rows (older ones scored the picking split)."""
+    return "test_fraction" in f
+
+
 def _federation(f: dict[str, Any]) -> list[str]:
+    if not _current_rule(f):
+        return [
+            "## Federated against centralized accuracy",
+            "",
+            "Not measured under the current rule (a best round picked on validation rows and"
+            " scored on test rows that nothing chose on): run"
+            " `python bench/run.py --only federation`.",
+            "",
+        ]
     c = f["centralized"]
+    planned, done = f.get("arms_planned", []), f.get("arms_done", [])
     lines = [
         "## Federated against centralized accuracy",
         "",
         _command("federation", f),
         "",
-        f"Digits: real `flwr run .` simulations with {f['clients']} silos; every model is scored on"
-        " the same held-out 25% split (stratified, seed 0). The centralized baseline trains"
-        f" the same model ({c['model']}) with the same trainer on the pooled rest for"
-        f" {c['epochs']} epochs.",
+        f"Digits, split once (stratified, seed {f['test_seed']}): {_share(f['test_fraction'])}"
+        f" of the rows ({c['test_rows']}) are test rows that no run sees and no choice"
+        " uses. The rest goes to a data file the federations run on: the server holds out"
+        f" {_share(f['server_val_fraction'])} of it ({c['val_rows']} rows) as its"
+        " validation split and keeps the round with the lowest validation loss; the"
+        f" {f['clients']} simulated silos (real `flwr run .`) partition the remainder. The"
+        f" centralized baseline trains the same model ({c['model']}) with the same trainer"
+        f" on that remainder ({c['train_rows']} rows; each silo keeps part of its share as"
+        " local validation rows, so the silos together train on fewer) for"
+        f" {c['epochs']} epochs and keeps the"
+        " epoch with the lowest loss on the same validation split. Each kept model is scored"
+        " once on the test rows; points below centralized compare test accuracies only.",
         "",
-        "| setting | accuracy | balanced acc. | macro-F1 | points below centralized |"
-        " rounds (best) |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| centralized | {_pct(c['accuracy'])} | {_pct(c['balanced_accuracy'])} |"
-        f" {_pct(c['macro_f1'])} | 0 | - |",
+        "| setting | validation accuracy (picks the round) | round kept (of run) |"
+        " test accuracy | test balanced acc. | test macro-F1 |"
+        " points below centralized (test) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| centralized | {_pct(c['val_accuracy'])} | epoch {c['best_epoch']} (of"
+        f" {c['epochs']}) | {_pct(c['accuracy'])} | {_pct(c['balanced_accuracy'])} |"
+        f" {_pct(c['macro_f1'])} | 0 |",
     ]
-    parts = {"iid": "IID", "dirichlet0.3": "Dirichlet 0.3", "dirichlet0.1": "Dirichlet 0.1"}
-    arms = {
-        "fedavg": "FedAvg",
-        "fedprox": "FedProx (mu 0.01)",
-        "fedadam": "FedAdam (server lr 0.03)",
-        "fedadam_eta0.01": "FedAdam (server lr 0.01)",
-        "fedadam_eta0.03": "FedAdam (server lr 0.03)",
-    }
-    earlier = f.get("earlier_run") or {}
-    for part, part_label in parts.items():
-        for arm, arm_label in arms.items():
+    for part, part_label in FEDERATION_PARTS.items():
+        for arm, arm_label in FEDERATION_STRATEGIES.items():
             v = f.get(f"{part}_{arm}")
             if v is None:
                 continue
-            mark = " *" if f"{part}_{arm}" in earlier.get("arms", ()) else ""
             lines.append(
-                f"| {part_label}, {arm_label}{mark} | {_pct(v['accuracy'])} |"
+                f"| {part_label}, {arm_label} | {_pct(v['val_accuracy'])} |"
+                f" {v['best_round']} ({v['rounds_completed']}) | {_pct(v['accuracy'])} |"
                 f" {_pct(v['balanced_accuracy'])} | {_pct(v['macro_f1'])} |"
-                f" {_f(v['points_below_centralized'])} | {v['rounds_completed']}"
-                f" ({v['best_round']}) |"
+                f" {_f(v['points_below_centralized'])} |"
             )
-    lines += ["", "Target: IID within 1.5 points of centralized.", ""]
-    if earlier:
-        again = ", ".join(f"{k} {_pct(v)}" for k, v in earlier.get("reproduced", {}).items())
+    lines += ["", "Target: IID within 1.5 points of centralized (test accuracy).", ""]
+    missing = [a for a in planned if a not in done]
+    if missing:
         lines += [
-            f"\\* from the earlier run of the same command ({earlier.get('when')}), as is"
-            " the centralized baseline. Runs without DP are deterministic (seeded partitions"
-            f" and training); rerun for this table: {again}, the same to the last digit.",
+            "This run stopped before it finished; arms not measured: "
+            + ", ".join(f"`{a}`" for a in missing)
+            + ".",
             "",
         ]
     if "synthetic_dp" in f:
-        lines += _synthetic_dp(f["synthetic_dp"])
+        lines += _synthetic_dp(f["synthetic_dp"], f)
     return lines
 
 
-def _synthetic_dp(d: dict[str, Any]) -> list[str]:
+def _share(x: float) -> str:
+    return f"{100 * x:g}%"
+
+
+def _synthetic_dp(d: dict[str, Any], f: dict[str, Any]) -> list[str]:
+    c = d["centralized"]
     lines = [
         f"### Synthetic data with and without DP ({d['rows']:,} rows, {d['clients']} silos)",
         "",
-        f"`make_classification` rows (20 features, 2 classes) split IID over {d['clients']}"
-        f" silos; MLP (128, 64), {d['rounds']} rounds of 1 local epoch; scored on the same"
-        " held-out 25%. DP arms: Opacus DP-SGD in every silo, noise chosen so that all"
-        f" rounds compose to the target epsilon at delta {d['delta']:g} (Poisson sampling,"
-        " clipping norm 1.0), each budget on silos of its own (a silo's ledger remembers"
-        " what it spent). The centralized baseline trains the same MLP on the pooled rows:"
-        f" {_pct(d['centralized_accuracy'])}.",
+        f"`make_classification` rows (20 features, 2 classes), split as above:"
+        f" {_share(f['test_fraction'])} test rows ({c['test_rows']}), the server's validation"
+        f" split ({c['val_rows']} rows) carved from the rest, the remainder IID over"
+        f" {d['clients']} silos; MLP (128, 64), {d['rounds']} rounds of 1 local epoch, the"
+        " round with the lowest validation loss kept and scored on the test rows. DP arms:"
+        " Opacus DP-SGD in every silo, noise chosen so that all rounds compose to the target"
+        f" epsilon at delta {d['delta']:g} (Poisson sampling, clipping norm 1.0), each budget"
+        " on silos of its own (a silo's ledger remembers what it spent). The centralized"
+        f" baseline trains the same MLP on the pooled remainder for {c['epochs']} epochs,"
+        f" keeps epoch {c['best_epoch']} (validation accuracy {_pct(c['val_accuracy'])}) and"
+        f" scores {_pct(c['accuracy'])} on the test rows.",
         "",
-        "| local training | setting | accuracy | points below no-DP | epsilon spent (max"
-        " over silos) |",
-        "| --- | --- | --- | --- | --- |",
+        "| local training | setting | validation accuracy (picks the round) | round kept |"
+        " test accuracy | points below no DP (test) | epsilon spent (max over silos) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     groups = [("default: Adam, lr 0.001, batch 64", d)]
     if "tuned" in d:
@@ -233,14 +307,19 @@ def _synthetic_dp(d: dict[str, Any]) -> list[str]:
             )
         )
     for label, g in groups:
-        lines.append(f"| {label} | no DP | {_pct(g['no_dp']['accuracy'])} | 0 | - |")
+        n = g["no_dp"]
+        lines.append(
+            f"| {label} | no DP | {_pct(n['val_accuracy'])} | {n['best_round']} |"
+            f" {_pct(n['accuracy'])} | 0 | - |"
+        )
         for key in sorted((k for k in g if k.startswith("dp_eps")), key=lambda k: float(k[6:])):
             v = g[key]
             lines.append(
-                f"| {label} | DP epsilon {key[6:]} | {_pct(v['accuracy'])} |"
+                f"| {label} | DP epsilon {key[6:]} | {_pct(v['val_accuracy'])} |"
+                f" {v['best_round']} | {_pct(v['accuracy'])} |"
                 f" **{_f(v['points_below_no_dp'])}** | {_f(v['epsilon_max'])} |"
             )
-    lines += ["", "Target: DP at epsilon 8 within 3 points of no DP.", ""]
+    lines += ["", "Target: DP at epsilon 8 within 3 points of no DP (test accuracy).", ""]
     return lines
 
 

@@ -3,6 +3,8 @@
     python bench/run.py            # the whole suite (about 1.5 hours on 2 cores)
     python bench/run.py --quick    # a few minutes; what CI runs (it asserts no speed)
     python bench/run.py --only privacy,federation
+    python bench/run.py --only federation --arms iid_fedavg,synthetic_dp
+    python bench/run.py --render   # BENCHMARKS.md again from bench/results.json
 
 Every figure is a ratio or a comparison measured side by side in the same run: the
 machines this runs on are shared and noisy, so absolute seconds mean little.
@@ -36,27 +38,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--json", default=str(BENCH / "results.json"))
+    parser.add_argument(
+        "--arms",
+        help="comma-separated arms of the federation suite (default: all of them), "
+        "e.g. iid_fedavg,dirichlet0.3_fedavg,synthetic_dp",
+    )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: write the markdown again from the results file",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        _write(Path(args.out), render(_load(Path(args.json))))
+        print(f"[bench] wrote {args.out} from {args.json}", file=sys.stderr)
+        return 0
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SUITES)
     if unknown:
         parser.error(f"unknown suite(s) {sorted(unknown)}; choose from {', '.join(SUITES)}")
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+    if arms is not None and "federation" not in chosen:
+        parser.error("--arms picks arms of the federation suite; add --only federation")
     results: dict[str, Any] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "when": _now(),
         "quick": args.quick,
         "machine": f"{platform.machine()}, {_cpus()} CPU(s), Python {platform.python_version()}",
         "command": "python bench/run.py"
         + (" --quick" if args.quick else "")
-        + (f" --only {','.join(chosen)}" if tuple(chosen) != SUITES else ""),
+        + (f" --only {','.join(chosen)}" if tuple(chosen) != SUITES else "")
+        + (f" --arms {','.join(arms)}" if arms else ""),
     }
     merged = _load(Path(args.json))
     for name in chosen:
         module = importlib.import_module(f"bench_{name}")
         started = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        results[name] = module.run(quick=args.quick)
+        if name == "federation":
+            # Written after every arm as well: the suite runs for hours, and a run
+            # stopped early keeps what it measured (the section lists what is missing).
+            def partial(so_far: dict[str, Any], name: str = name, before=merged) -> None:
+                print(f"[bench] {name}: {so_far['arms_done']}", file=sys.stderr, flush=True)
+                snapshot = {**before, **results, name: {**so_far, "when": _now()}}
+                _write(Path(args.json), json.dumps(snapshot, indent=2) + "\n")
+                _write(Path(args.out), render(snapshot))
+
+            results[name] = module.run(quick=args.quick, arms=arms, on_arm=partial)
+        else:
+            results[name] = module.run(quick=args.quick)
         results[name]["suite_seconds"] = round(time.perf_counter() - started, 1)
-        results[name]["when"] = datetime.now(UTC).isoformat(timespec="seconds")
+        results[name]["when"] = _now()
         # Written after every suite, so a failure later keeps what was measured. The
         # results of suites not run this time are kept, so a partial run erases nothing.
         merged = {**merged, **results}
@@ -64,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         _write(Path(args.out), render(merged))
     print(f"[bench] wrote {args.out} and {args.json}", file=sys.stderr)
     return 0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _write(path: Path, text: str) -> None:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from core_training.config import TrainConfig
 from core_training.data import load_builtin, write_csv
-from simulations.centralized import main
+from core_training.pipeline import split
+from simulations.centralized import main, run_centralized
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,8 +46,11 @@ def test_builtin_set_reaches_its_accuracy_bar(dataset: str, model: str, bar: flo
     assert metrics["dataset"] == dataset
     assert metrics["model"] == model
     assert metrics["accuracy"] >= bar
-    assert metrics["train_rows"] + metrics["test_rows"] <= len(load_builtin(dataset))
+    rows = metrics["train_rows"] + metrics["val_rows"] + metrics["test_rows"]
+    assert rows <= len(load_builtin(dataset))
     assert metrics["num_examples"] == metrics["test_rows"]
+    assert 1 <= metrics["best_epoch"] <= metrics["epochs"]
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
 
 
 def test_csv_file_with_schema_trains(tmp_path: Path) -> None:
@@ -61,6 +66,47 @@ def test_csv_file_with_schema_trains(tmp_path: Path) -> None:
     assert metrics["test_rows"] == round(178 * 0.25)
     assert metrics["accuracy"] >= 0.9
     assert len(metrics["per_class_recall"]) == 3
+
+
+def test_given_test_rows_are_scored_and_the_rest_is_split_for_validation() -> None:
+    table = load_builtin("wine")
+    rest, test = split(table, test_fraction=0.3, seed=7)
+    config = TrainConfig.from_dict({"local-epochs": 8})
+
+    metrics = run_centralized(rest, config, val_fraction=0.25, test=test)
+
+    assert metrics["test_rows"] == len(test) == metrics["num_examples"]
+    assert metrics["val_rows"] == round(len(rest) * 0.25)
+    assert metrics["train_rows"] + metrics["val_rows"] == len(rest)
+    assert 1 <= metrics["best_epoch"] <= 8
+
+
+def test_the_kept_epoch_has_the_lowest_validation_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    import simulations.centralized as centralized
+
+    seen: list[float] = []
+    real = centralized.evaluate
+
+    def spy(model, X, y, **kw):
+        metrics = real(model, X, y, **kw)
+        seen.append(metrics["loss"])
+        return metrics
+
+    monkeypatch.setattr(centralized, "evaluate", spy)
+    config = TrainConfig.from_dict({"local-epochs": 6})
+
+    metrics = run_centralized(load_builtin("wine"), config)
+
+    per_epoch = seen[:-1]  # the last call scores the test rows
+    assert len(per_epoch) == 6
+    assert metrics["best_epoch"] == 1 + per_epoch.index(min(per_epoch))
+    assert metrics["val_loss"] == min(per_epoch)
+
+
+@pytest.mark.parametrize("flag", ["--test-fraction", "--val-fraction"])
+def test_fraction_outside_0_1_exits_2(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dataset", "wine", flag, "1.5"]) == 2
+    assert flag in capsys.readouterr().err
 
 
 def test_bad_file_exits_2_with_one_line_naming_it(tmp_path: Path) -> None:
