@@ -49,7 +49,18 @@ VICTIM, EXHAUSTED = 2, 2  # the killed silo (DP off), then the silo out of budge
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory):
-    yield from start_deployment(tmp_path_factory.mktemp("faults"), silos=3)
+    # The silos' own budget is the one the test exhausts, counted by the same accountant.
+    policy = {
+        "privacy": {
+            "require-dp": False,
+            "max-epsilon-per-run": BUDGET,
+            "budget": BUDGET,
+            "accountant": "rdp",
+        }
+    }
+    yield from start_deployment(
+        tmp_path_factory.mktemp("faults"), silos=3, policies=dict.fromkeys(range(3), policy)
+    )
 
 
 def _node(federation: LocalDeployment, index: int) -> str:
