@@ -34,11 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fl_server.modelfile import load_model  # noqa: E402
-
 from core_training.config import TrainConfig  # noqa: E402
 from core_training.data import Table, load_table, write_csv  # noqa: E402
 from core_training.pipeline import split  # noqa: E402
+from fl_common.modelfile import load_model  # noqa: E402
 from fl_server.evaluation import evaluation, prepare  # noqa: E402
 from privacy.keys import load_key_file  # noqa: E402
 from simulations.centralized import DEFAULT_EPOCHS, run_centralized  # noqa: E402

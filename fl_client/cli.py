@@ -349,7 +349,7 @@ def budget_text(r: dict[str, Any]) -> str:
             [
                 ("ledger", led["path"]),
                 ("budget", f"epsilon {led['budget_epsilon']:g} at delta {led['delta']:g}"),
-                ("spent", f"{led['spent_epsilon']} ({led['accountant']} accountant)"),
+                ("spent", f"{led['spent_epsilon']:.4f} ({led['accountant']} accountant)"),
                 ("remaining", led["remaining_epsilon"]),
                 ("rounds", f"{led['rounds_recorded']} ({led['pending_reservations']} pending)"),
             ]
