@@ -134,7 +134,7 @@ def _parse_stats(reply: Message, node: int, schema: Schema) -> StatsReply | Prob
         raise BadValue("the reply has no statistics but does not say it withholds them")
     return StatsReply(
         node=node,
-        silo=_text(info.get("silo", ""), "silo"),
+        silo=_text(info.get("silo", ""), "silo")[:64],
         schema_text=_text(info.get("schema", ""), "schema"),
         schema_digest=_text(info.get("schema_digest", ""), "schema_digest"),
         rows=rows,
@@ -229,7 +229,7 @@ def _parse_train(
     info = _info(reply)
     return TrainReply(
         node=node,
-        silo=_text(info.get("silo", ""), "silo"),
+        silo=_text(info.get("silo", ""), "silo")[:64],
         update=Update(f"node {node}", arrays, int(examples), checked),
         epsilon=eps if eps >= 0 else None,
         evaluation=evaluation,
@@ -315,7 +315,7 @@ def _status(reply: Message, node: int, *, info_required: bool = True) -> Problem
             node,
             DECLINED,
             _text(info.get("reason", ""), "reason")[:500],
-            silo=_text(info.get("silo", ""), "silo"),
+            silo=_text(info.get("silo", ""), "silo")[:64],
             policy_key=_text(info.get("policy_key", ""), "policy_key"),
         )
     if info.get("status") != p.STATUS_OK:
