@@ -2,7 +2,7 @@
 
 ``run(quick)`` returns a dict; ``python bench/bench_deployment.py [--quick]`` prints it.
 One SuperLink and N SuperNodes on loopback (TLS, SuperNode authentication, each silo
-with its own data file, keys and ports: :mod:`simulations.deploy_local`) through R
+with its own data file, keys and ports: :mod:`harness.deploy_local`) through R
 rounds on the digits set (MLP, one local epoch, server-side validation). Full: 10
 nodes, 20 rounds; quick: 3 nodes, 3 rounds. Measured:
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simulations.deploy_local import LocalDeployment  # noqa: E402
+from harness.deploy_local import LocalDeployment  # noqa: E402
 
 SETTINGS: dict[str, Any] = {
     "model": "mlp",

@@ -42,7 +42,7 @@ from plain_app.task import client_data, model_spec, train_config  # noqa: E402
 
 from core_training.models import build_model  # noqa: E402
 from core_training.trainer import fit  # noqa: E402
-from simulations.local_run import LocalFlwr  # noqa: E402
+from harness.local_run import LocalFlwr  # noqa: E402
 
 FEATURES, ROWS, EPOCHS, BATCH = 20, 2000, 2, 32
 

@@ -36,8 +36,8 @@ BENCH = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from simulations.deploy_local import vmrss_kib  # noqa: E402
-from simulations.local_run import LocalFlwr, _children  # noqa: E402
+from harness.deploy_local import vmrss_kib  # noqa: E402
+from harness.local_run import LocalFlwr, _children  # noqa: E402
 
 FEATURES = 20
 SAMPLED = 10

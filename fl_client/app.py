@@ -37,7 +37,6 @@ from privacy.keys import resolve_key
 from privacy.policy import Grant, PolicyDeclined
 from privacy.stats_release import StatisticsBoundsError
 
-from .attack import attacked
 from .local_round import (
     DPOptions,
     grant_for,
@@ -120,11 +119,6 @@ def train(msg: Message, context: Context) -> Message:
         ledger=_ledger(silo, dp, context) if dp else None,
     )
     arrays = p.state_to_record(result.state) if result.state is not None else ArrayRecord()
-    if context.node_config.get("attack") and result.state is not None:
-        # Robustness testing only (docs/deployment.md): this node sends a bad update.
-        received = p.record_to_numpy(msg.content[p.ARRAYS])
-        attack = str(context.node_config["attack"])
-        arrays = p.numpy_to_record(attacked(p.record_to_numpy(arrays), received, attack))
     content = RecordDict(
         {
             p.ARRAYS: arrays,

@@ -42,7 +42,6 @@ NODE_CONFIG_KEYS = (
     "policy",
     "key-file",
     "ledger-path",
-    "attack",
     "partition-id",
     "num-partitions",
 )
@@ -72,7 +71,7 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
         if unknown:
             raise ValueError(
                 f"node-config has unknown key(s) {', '.join(unknown)}; a silo takes "
-                f"{', '.join(NODE_CONFIG_KEYS[:6])}"
+                f"{', '.join(NODE_CONFIG_KEYS[:5])}"
             )
         return _deployed_silo(
             str(node_config["data-path"]),

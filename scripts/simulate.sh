@@ -18,7 +18,7 @@ if [ ! -f "$FLWR_HOME/config.toml" ]; then
     # The local SuperLink that flwr run starts keeps its state in memory: a simulation
     # needs none of it afterwards (fedsilo's own checkpoints are in the run folder).
     .venv/bin/python -c 'import sys; from pathlib import Path
-from simulations.local_run import write_flower_config
+from simulations.flower_config import write_flower_config
 write_flower_config(Path(sys.argv[1]), in_memory=True)' "$FLWR_HOME"
 fi
 port="${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}"

@@ -17,10 +17,46 @@ import tempfile
 from pathlib import Path
 
 from core_training.data import write_csv
+from core_training.partition import partition
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings
 
-from .deploy_local import make_silo_data
+
+def make_silo_data(
+    folder: str | Path,
+    *,
+    silos: int,
+    dataset: str = "digits",
+    partitioner: str = "iid",
+    alpha: float = 0.5,
+    seed: int = 0,
+    server_val_fraction: float = 0.2,
+) -> tuple[Path, list[Path]]:
+    """Write one folder per silo (``silo-<i>/data.csv``, ``schema.toml``) and the
+    federation's ``schema.toml``. The silos share the rows a simulation would
+    partition (:func:`fl_common.data.pooled_split`), so the rows the server holds out
+    for ``validation="server"`` on a built-in set never reach a silo."""
+    folder = Path(folder)
+    settings = RunSettings(
+        dataset=dataset,
+        server_val_fraction=server_val_fraction,
+        partitioner=partitioner,
+        dirichlet_alpha=alpha,
+    )
+    pool, _ = pooled_split(settings, seed)
+    parts = partition(
+        pool.y, num_partitions=silos, method=partitioner, alpha=alpha, min_size=10, seed=seed
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    schema = pool.schema.save(folder / "schema.toml")
+    out = []
+    for i, rows in enumerate(parts):
+        silo = folder / f"silo-{i}"
+        silo.mkdir(exist_ok=True)
+        write_csv(pool.subset(rows), silo / "data.csv")
+        pool.schema.save(silo / "schema.toml")
+        out.append(silo)
+    return schema, out
 
 
 def write_silo_files(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from deploy_helpers import NAN, SHAPE, start_deployment
 
-from simulations.deploy_local import LocalDeployment
+from harness.deploy_local import LocalDeployment
 
 
 @pytest.fixture(scope="session")

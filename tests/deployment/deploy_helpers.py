@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness.deploy_local import LocalDeployment
 from privacy import keys
 from privacy.ledger import PrivacyLedger
-from simulations.deploy_local import LocalDeployment
 
 # Small and quick: breast-cancer (569 rows) with the MLP, one local epoch per round.
 FAST: dict[str, Any] = {
@@ -63,3 +63,25 @@ def exhaust_budget(deployment: LocalDeployment, index: int, *, budget: float, de
             reservation.settle(steps)
     assert ledger.spent_epsilon() <= budget
     assert ledger.projected_epsilon(noise_multiplier=2.0, sample_rate=0.1, steps=1) > budget
+
+
+# -- the federation the fault tests kill processes in ----------------------------------------
+
+FAULTS_BUDGET, FAULTS_DELTA = 10.0, 1e-5
+# A healthy round takes well under this, even on two busy cores; a round with a dead
+# node ends when the SuperLink declares it offline (missed heartbeats, at most 60 s).
+ROUND_TIMEOUT = 150.0
+
+
+def faults_federation(base: Path) -> Iterator[LocalDeployment]:
+    """Three silos whose policies allow runs without DP and hold a budget of
+    ``FAULTS_BUDGET``, counted by RDP (the accountant the budget tests exhaust it with)."""
+    policy = {
+        "privacy": {
+            "require-dp": False,
+            "max-epsilon-per-run": FAULTS_BUDGET,
+            "budget": FAULTS_BUDGET,
+            "accountant": "rdp",
+        }
+    }
+    yield from start_deployment(base, silos=3, policies=dict.fromkeys(range(3), policy))

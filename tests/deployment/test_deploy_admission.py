@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from fl_server.certs import make_ca, make_server_certificate
-from simulations.deploy_local import BIN
-from simulations.local_run import free_port
+from harness.deploy_local import BIN
+from harness.local_run import free_port
 
 pytestmark = pytest.mark.deployment
 

@@ -1,7 +1,6 @@
-"""Faults a deployed federation survives, with real processes killed mid-run.
+"""Faults a deployed federation survives, with real processes killed mid-run (a
+SuperNode killed mid-round: test_deploy_node_killed.py).
 
-- A SuperNode killed (SIGKILL) mid-round: the round completes with the others, the
-  history names the failed node, the run finishes, and the restarted node rejoins.
 - The SuperLink killed (SIGKILL, with its ServerApp) mid-run: a rerun with
   ``resume=true`` continues from the last checkpoint; no completed round is lost, and
   every silo's privacy ledger holds exactly the trainings it really did.
@@ -26,91 +25,36 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from deploy_helpers import RUN_TIMEOUT, exhaust_budget, start_deployment
+from deploy_helpers import (
+    FAULTS_BUDGET,
+    FAULTS_DELTA,
+    ROUND_TIMEOUT,
+    RUN_TIMEOUT,
+    exhaust_budget,
+    faults_federation,
+    node_name,
+)
 
+from harness.deploy_local import DeployedRun, LocalDeployment, wait_until
 from privacy import keys
 from privacy.ledger import LedgerEntry, PrivacyLedger
-from simulations.deploy_local import DeployedRun, LocalDeployment, wait_until
 
 pytestmark = pytest.mark.deployment
 
-BUDGET, DELTA = 10.0, 1e-5
+
+BUDGET, DELTA = FAULTS_BUDGET, FAULTS_DELTA
 DP: dict[str, Any] = {
     "dp": True,
     "target-epsilon": 4.0,
     "privacy-budget": BUDGET,
     "target-delta": DELTA,
 }
-# A healthy round takes well under this, even on two busy cores; a round with a dead
-# node ends when the SuperLink declares it offline (missed heartbeats, at most 60 s).
-ROUND_TIMEOUT = 150.0
-VICTIM, EXHAUSTED = 2, 2  # the killed silo (DP off), then the silo out of budget (DP on)
+EXHAUSTED = 2  # the silo out of budget (DP on)
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory):
-    # The silos' own budget is the one the test exhausts, counted by the same accountant.
-    policy = {
-        "privacy": {
-            "require-dp": False,
-            "max-epsilon-per-run": BUDGET,
-            "budget": BUDGET,
-            "accountant": "rdp",
-        }
-    }
-    yield from start_deployment(
-        tmp_path_factory.mktemp("faults"), silos=3, policies=dict.fromkeys(range(3), policy)
-    )
-
-
-def _node(federation: LocalDeployment, index: int) -> str:
-    return f"node {federation.silos[index].node_id}"
-
-
-# -- a SuperNode killed mid-round ---------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def node_killed(federation: LocalDeployment) -> DeployedRun:
-    victim = federation.silos[VICTIM]
-    seen = federation.received(victim)
-    run = federation.submit(
-        {
-            # round 1: killed; round 2 starts before the SuperLink lets it back in; it is
-            # back by round 3 or 4, however fast rounds are
-            "num-server-rounds": 4,
-            "min-nodes": 2,
-            "round-timeout": ROUND_TIMEOUT,
-            "validation": "server",
-            "run-name": "node-killed",
-        }
-    )
-    wait_until(
-        lambda: federation.received(victim) > seen or run.proc.poll() is not None,
-        timeout=RUN_TIMEOUT,
-        what="round 1's train message to reach the victim",
-    )
-    time.sleep(1.0)  # its ClientApp is training
-    federation.kill_node(victim, signal.SIGKILL)
-    federation.restart_node(victim, timeout=ROUND_TIMEOUT)
-    run.wait(RUN_TIMEOUT + ROUND_TIMEOUT)
-    assert run.returncode == 0, run.output[-4000:]
-    return run
-
-
-def test_the_round_completes_with_the_others_and_names_the_killed_node(federation, node_killed):
-    first = node_killed.history()[1]
-    assert _node(federation, VICTIM) in first["failed"], first
-    assert sorted(first["clients"]) == sorted([_node(federation, 0), _node(federation, 1)])
-    assert not first["skipped"] and first["num_failed"] == 1
-
-
-def test_the_run_finishes_and_the_restarted_node_rejoins(federation, node_killed):
-    summary = node_killed.summary
-    assert summary["stop_reason"] == "completed" and summary["rounds_completed"] == 4
-    later = node_killed.history()[2:]
-    assert any(_node(federation, VICTIM) in h["clients"] for h in later), later
-    assert all(not h["failed"] for h in later if _node(federation, VICTIM) in h["clients"])
+    yield from faults_federation(tmp_path_factory.mktemp("faults"))
 
 
 # -- the SuperLink killed mid-run, then resumed --------------------------------------------
@@ -190,7 +134,7 @@ def test_each_ledger_holds_exactly_the_rounds_its_silo_really_trained(federation
     in_flight = checkpointed + 1
     runs = (f"flwr-run-{interrupted.first.run_id}", f"flwr-run-{interrupted.resumed.run_id}")
     for index in (0, 1):
-        node = _node(federation, index)
+        node = node_name(federation, index)
         entries = _ledger(federation, index)  # the silo's entries are labelled by run
         first = sorted(e.round for e in entries if e.run == runs[0])
         second = sorted(e.round for e in entries if e.run == runs[1])
@@ -205,7 +149,7 @@ def test_each_ledger_holds_exactly_the_rounds_its_silo_really_trained(federation
 
 
 def test_a_silo_out_of_budget_declines_and_the_others_go_on(federation, interrupted):
-    node = _node(federation, EXHAUSTED)
+    node = node_name(federation, EXHAUSTED)
     history = interrupted.resumed.history()
     declined = [h["round"] for h in history[1:] if node in h["declined"]]
     # asked once, then left out: the checkpoint remembers it, so the resumed run does too
@@ -236,4 +180,4 @@ def test_the_run_stops_when_too_many_silos_are_out_of_budget(federation, interru
     # the run stops before the next one
     assert summary["stopped_early"] and summary["rounds_completed"] == 1
     first = run.history()[1]
-    assert _node(federation, EXHAUSTED) in first["declined"] and len(first["clients"]) == 2
+    assert node_name(federation, EXHAUSTED) in first["declined"] and len(first["clients"]) == 2

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from simulations.local_run import LocalFlwr
+from harness.local_run import LocalFlwr
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def flwr(tmp_path_factory: pytest.TempPathFactory):
-    """One private local SuperLink for the whole session, killed at the end."""
-    harness = LocalFlwr(tmp_path_factory.mktemp("flwr"))
-    try:
+    """A private local SuperLink (own FLWR_HOME, FEDSILO_HOME and ports) for one test
+    module, killed at its end: modules run side by side on parallel workers. A module of
+    independent tests overrides it with one per test."""
+    with LocalFlwr(tmp_path_factory.mktemp("flwr")) as harness:
         yield harness
-    finally:
-        harness.stop()

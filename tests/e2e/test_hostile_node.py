@@ -14,8 +14,8 @@ from fl_common.data import pooled_split
 from fl_common.modelfile import load_model
 from fl_common.settings import RunSettings
 from fl_server.evaluation import evaluation, prepare
+from harness.local_run import ROOT
 from privacy.keys import load_key_file
-from simulations.local_run import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from harness.local_run import LocalFlwr
 from privacy.keys import load_key_file
 from privacy.store import read_info
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def flwr(tmp_path: Path):
+    """A private local SuperLink per test: the tests are independent, so parallel
+    workers take them one by one instead of as one module."""
+    with LocalFlwr(tmp_path / "flwr") as harness:
+        yield harness
+
 
 FAST = {"local-epochs": 2, "learning-rate": 0.003, "model": "mlp"}
 

@@ -18,9 +18,18 @@ from typing import Any
 import pytest
 
 from fl_server.tracking import round_values
-from simulations.local_run import LocalFlwr, free_port
+from harness.local_run import LocalFlwr, free_port
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def flwr(tmp_path: Path):
+    """A private local SuperLink per test: the tests are independent, so parallel
+    workers take them one by one instead of as one module."""
+    with LocalFlwr(tmp_path / "flwr") as harness:
+        yield harness
+
 
 FAST = {
     "dataset": "breast-cancer",

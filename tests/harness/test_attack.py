@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fl_client.attack import attacked
 from fl_server.aggregation import check_update
+from harness.attack import attacked
 
 RECEIVED = {"w": np.zeros((3, 2), dtype=np.float32), "b": np.ones(2, dtype=np.float32)}
 UPDATE = {"w": np.full((3, 2), 0.5, dtype=np.float32), "b": np.full(2, 2.0, dtype=np.float32)}

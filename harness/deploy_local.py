@@ -19,8 +19,8 @@ inherited by the processes Flower starts in turn (SuperExec, ServerApp, ClientAp
 of which Flower detaches into their own sessions); stopping finds them by that tag, so
 nothing outlives the launcher and nothing else is touched.
 
-    python -m simulations.deploy_local --silos 3 --dataset digits --rounds 5
-    python -m simulations.deploy_local --silos 2 --run-config "dp=true target-epsilon=4.0"
+    python -m harness.deploy_local --silos 3 --dataset digits --rounds 5
+    python -m harness.deploy_local --silos 2 --run-config "dp=true target-epsilon=4.0"
 """
 
 from __future__ import annotations
@@ -40,16 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core_training.data import write_csv
-from core_training.partition import partition
-from fl_common.data import pooled_split
-from fl_common.settings import RunSettings
 from fl_server.certs import make_all, make_node_keys
 from privacy.keys import generate_key_file
+from simulations.flower_config import toml_value
+from simulations.silo_data import make_silo_data
 
-from .local_run import free_port, toml_value
+from .attack import hostile_app
+from .local_run import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TAG = "FEDSILO_DEPLOY"
 CONNECTION = "fedsilo-local"
@@ -156,43 +154,6 @@ def write_policy(path: Path, policy: dict[str, Any]) -> Path:
             lines += ["", f"[{table}]", *(f"{k} = {toml_value(v)}" for k, v in values.items())]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def make_silo_data(
-    folder: str | Path,
-    *,
-    silos: int,
-    dataset: str = "digits",
-    partitioner: str = "iid",
-    alpha: float = 0.5,
-    seed: int = 0,
-    server_val_fraction: float = 0.2,
-) -> tuple[Path, list[Path]]:
-    """Write one folder per silo (``silo-<i>/data.csv``, ``schema.toml``) and the
-    federation's ``schema.toml``. The silos share the rows a simulation would
-    partition (:func:`fl_common.data.pooled_split`), so the rows the server holds out
-    for ``validation="server"`` on a built-in set never reach a silo."""
-    folder = Path(folder)
-    settings = RunSettings(
-        dataset=dataset,
-        server_val_fraction=server_val_fraction,
-        partitioner=partitioner,
-        dirichlet_alpha=alpha,
-    )
-    pool, _ = pooled_split(settings, seed)
-    parts = partition(
-        pool.y, num_partitions=silos, method=partitioner, alpha=alpha, min_size=10, seed=seed
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    schema = pool.schema.save(folder / "schema.toml")
-    out = []
-    for i, rows in enumerate(parts):
-        silo = folder / f"silo-{i}"
-        silo.mkdir(exist_ok=True)
-        write_csv(pool.subset(rows), silo / "data.csv")
-        pool.schema.save(silo / "schema.toml")
-        out.append(silo)
-    return schema, out
 
 
 class LocalDeployment:
@@ -509,13 +470,21 @@ class LocalDeployment:
 
     # -- runs --------------------------------------------------------------------------
 
+    @property
+    def app(self) -> Path:
+        """The app folder runs are submitted from: the project, or, when a silo was given
+        an ``attack``, the project with the hostile ClientApp of :mod:`harness.attack`."""
+        if not any("attack" in extra for extra in self.extra_node_config.values()):
+            return ROOT
+        return hostile_app(ROOT, self.base / "hostile-app")
+
     def submit(self, run_config: dict[str, Any] | None = None) -> DeployedRun:
         """``flwr run <project> <connection> --stream`` in the background."""
         config = {**self.run_config, **(run_config or {})}
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in config.items())
         log = self.base / "runs" / f"run-{len(self._runs) + 1}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [str(BIN / "flwr"), "run", str(ROOT), CONNECTION, "--stream"]
+        cmd = [str(BIN / "flwr"), "run", str(self.app), CONNECTION, "--stream"]
         cmd += ["--run-config", overrides]
         proc = self._spawn("cli", cmd, self._cli_env(), log, self.base)
         run = DeployedRun(proc, log)
@@ -678,7 +647,7 @@ def vmrss_kib(pid: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simulations.deploy_local", description=__doc__.split("\n\n")[0]
+        prog="python -m harness.deploy_local", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--silos", type=int, default=2)
     parser.add_argument("--dataset", default="digits")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from simulations import deploy_local
-from simulations.deploy_local import DeployedRun, final_result
+from harness import deploy_local
+from harness.deploy_local import DeployedRun, final_result
 
 
 def finished_run(tmp_path: Path, summary: dict | None) -> DeployedRun:

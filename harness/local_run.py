@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from simulations.flower_config import toml_value, write_flower_config
+
+ROOT = Path(__file__).resolve().parents[1]  # the project: the app `flwr run` submits
 FLWR = str(Path(sys.executable).with_name("flwr"))
 
 
@@ -56,24 +58,6 @@ def free_port() -> int:
             _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free TCP port found")
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def write_flower_config(flwr_home: Path, *, in_memory: bool) -> Path:
-    """A Flower configuration whose default connection is the local SuperLink that
-    ``flwr run`` starts itself, with its state in memory or in a SQLite file."""
-    address = ":local-in-memory:" if in_memory else ":local:"
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    path.write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{address}"\n')
-    return path
 
 
 @dataclass
@@ -150,6 +134,12 @@ class LocalFlwr:
             if "outputs in " in line:
                 run_dir = Path(line.rsplit("outputs in ", 1)[1].strip())
         return FlwrRun(proc.returncode, output, run_dir, time.perf_counter() - started)
+
+    def __enter__(self) -> LocalFlwr:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self, *, grace: float = 10.0) -> None:
         """Kill the SuperLink (and the processes it started) on our ports: SIGTERM, and
