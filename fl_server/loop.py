@@ -124,12 +124,14 @@ class RoundLoop:
         digest = p.schema_digest(schema.to_toml())
         usable: list[StatsReply] = []
         unreachable: list[int] = []  # nodes no noise level can take to target-epsilon
+        claims: dict[int, str] = {}  # the silo id each node says it has
         for node, reply in self.transport.ask(messages).items():
             parsed = (
                 parse_stats(reply, node, schema)
                 if reply is not None
                 else Problem(node, "failed", f"no reply within {self.settings.round_timeout:g}s")
             )
+            claims[node] = parsed.silo
             if isinstance(parsed, Problem):
                 if parsed.kind == DECLINED:
                     book.policy_declined[node] = parsed.reason
@@ -145,6 +147,13 @@ class RoundLoop:
                 continue
             book.rows[node] = parsed.rows
             usable.append(parsed)
+        for name, nodes in book.name_nodes(claims):
+            log(
+                WARNING,
+                "Nodes %s all say they are silo %r: each is named by its node id instead",
+                ", ".join(map(str, nodes)),
+                name,
+            )
         if self.settings.dp:
             usable = self._dp_plan(usable, book, unreachable)
         if len(usable) < self.settings.min_nodes and unreachable:
@@ -277,8 +286,8 @@ class RoundLoop:
                 state.nodes.policy_declined[problem.node] = problem.reason
             else:
                 state.nodes.budget_exhausted.add(problem.node)
-                if problem.silo and problem.silo not in state.declined_silos:
-                    state.declined_silos.append(problem.silo)
+                if state.nodes.label(problem.node) not in state.declined_silos:
+                    state.declined_silos.append(state.nodes.label(problem.node))
         epsilons = [r.epsilon for r in valid if r.epsilon is not None]
         updates = [r.update for r in valid]
         entry = state.entry(server_round)
@@ -293,9 +302,10 @@ class RoundLoop:
             failed=by_kind["failed"],
             declined=by_kind["declined"],
             epsilon_max=max(epsilons) if epsilons else None,
-            epsilon_by_silo={r.silo or f"node {r.node}": r.epsilon for r in valid if r.epsilon},
+            # by the name bound at the statistics step, never the name a reply claims
+            epsilon_by_silo={state.nodes.label(r.node): r.epsilon for r in valid if r.epsilon},
             accountant_by_silo={
-                r.silo or f"node {r.node}": r.accountant for r in valid if r.epsilon
+                state.nodes.label(r.node): r.accountant for r in valid if r.epsilon
             },
             train_loss=_weighted(updates, "train_loss"),
             train_seconds=sum(u.metrics.get("train_seconds", 0.0) for u in updates),

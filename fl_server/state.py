@@ -40,9 +40,29 @@ class NodeBook:
     other_schema: set[int] = field(default_factory=set)
     known: set[int] = field(default_factory=set)
     no_statistics: dict[int, str] = field(default_factory=dict)  # failed or rejected
+    # the silo id each node gave at the statistics step, kept only where no other node
+    # gave the same one: a node cannot take another silo's name in the history
+    names: dict[int, str] = field(default_factory=dict)
 
     def excluded(self) -> set[int]:
         return self.budget_exhausted | set(self.policy_declined) | self.other_schema
+
+    def name_nodes(self, claims: dict[int, str]) -> list[tuple[str, list[int]]]:
+        """Bind the names in ``claims`` (node -> the silo id it says it has) to their
+        nodes, with the names the book already holds for nodes not in ``claims``. A name
+        claimed by two or more nodes goes to none of them; those come back as
+        ``(name, nodes)``. A node's name is fixed here: what it says later is not read."""
+        said = {**{n: s for n, s in self.names.items() if n not in claims}, **claims}
+        by_name: dict[str, list[int]] = {}
+        for node, name in said.items():
+            if name:
+                by_name.setdefault(name, []).append(node)
+        self.names = {nodes[0]: name for name, nodes in by_name.items() if len(nodes) == 1}
+        return [(name, sorted(nodes)) for name, nodes in by_name.items() if len(nodes) > 1]
+
+    def label(self, node: int) -> str:
+        """How the history and trackers name ``node``: its silo id, else ``node <id>``."""
+        return self.names.get(node) or f"node {node}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +72,7 @@ class NodeBook:
             "other_schema": sorted(self.other_schema),
             "known": sorted(self.known),
             "no_statistics": {str(k): v for k, v in self.no_statistics.items()},
+            "names": {str(k): v for k, v in self.names.items()},
         }
 
     @classmethod
@@ -63,6 +84,7 @@ class NodeBook:
             other_schema={int(n) for n in data.get("other_schema", [])},
             known={int(n) for n in data.get("known", [])},
             no_statistics={int(k): str(v) for k, v in data.get("no_statistics", {}).items()},
+            names={int(k): str(v) for k, v in data.get("names", {}).items()},
         )
 
 

@@ -540,6 +540,40 @@ def test_a_silo_whose_policy_names_rdp_spends_and_reports_by_rdp(
     assert entry["epsilon_by_silo"][settled.label] == pytest.approx(rdp)
 
 
+def claiming(first: str, later: str = "") -> Behaviour:
+    """An honest node that calls itself ``first`` at the statistics step and ``later``
+    (when given) in its train replies."""
+
+    def answer(msg: Message, context: Context) -> Message:
+        reply = honest(msg, context)
+        name = later if later and msg.metadata.message_type == "train" else first
+        if not reply.has_error() and p.INFO in reply.content.config_records:
+            reply.content[p.INFO]["silo"] = name
+        return reply
+
+    return answer
+
+
+def test_a_node_cannot_report_its_epsilon_under_another_silo_s_name(
+    tmp_path: Path, own_ledgers: None
+) -> None:
+    """Two nodes say they are hospital-a: neither is shown as it. A third, named
+    hospital-c at the statistics step, claims hospital-a in its train replies: its
+    epsilon stays under the name it was given."""
+    summary, _, _ = federate(
+        tmp_path,
+        behaviours={
+            node(0): lambda r: claiming("hospital-a"),
+            node(1): lambda r: claiming("hospital-a"),
+            node(2): lambda r: claiming("hospital-c", later="hospital-a"),
+        },
+        **{**SLOW_ROUNDS, "dp": True, "target-epsilon": 4.0, "num-server-rounds": 1},
+    )
+    (entry,) = history(summary)[1:]
+    assert set(entry["epsilon_by_silo"]) == {f"node {node(0)}", f"node {node(1)}", "hospital-c"}
+    assert set(entry["accountant_by_silo"]) == set(entry["epsilon_by_silo"])
+
+
 def test_a_node_asked_to_train_past_a_reachable_target_declines_and_spends_nothing(
     tmp_path: Path, own_ledgers: None
 ) -> None:

@@ -16,6 +16,7 @@ from fl_common.modelfile import arrays_from_state
 from fl_server.early_stopping import EarlyStopping
 from fl_server.state import (
     CHECKPOINT_FILE,
+    NodeBook,
     RunState,
     load_checkpoint,
     save_checkpoint,
@@ -157,3 +158,22 @@ def test_checkpoint_keeps_the_schema_column_order(artifacts: Path, key: bytes) -
     state.schema = schema
     back, _ = load_checkpoint(save_checkpoint(artifacts, state, key=key, config={}), key=key)
     assert back.schema.feature_names == ["zeta", "alpha", "mid=b", "mid=a"]
+
+
+def test_a_silo_id_claimed_by_two_nodes_names_neither() -> None:
+    book = NodeBook()
+    clashes = book.name_nodes({1: "hospital-a", 2: "hospital-a", 3: "hospital-c", 4: ""})
+    assert clashes == [("hospital-a", [1, 2])]
+    assert [book.label(n) for n in (1, 2, 3, 4)] == ["node 1", "node 2", "hospital-c", "node 4"]
+
+
+def test_a_later_census_cannot_take_a_name_a_node_already_holds() -> None:
+    """On resume the statistics step asks again: a node that now claims a name bound
+    to another node (not asked this time) unbinds it for both, never takes it."""
+    book = NodeBook()
+    book.name_nodes({1: "hospital-a", 3: "hospital-c"})
+    clashes = book.name_nodes({3: "hospital-c", 7: "hospital-a"})
+    assert clashes == [("hospital-a", [1, 7])]
+    assert (book.label(1), book.label(7), book.label(3)) == ("node 1", "node 7", "hospital-c")
+    back = NodeBook.from_dict(book.to_dict())
+    assert back.names == {3: "hospital-c"}
