@@ -12,9 +12,8 @@ same rest and picks its epoch on the same validation rows. Each chosen model is 
 scored once on the test rows, and every comparison (points below centralized, points
 below no DP) is made on those test figures.
 
-(a) digits in 10 simulated silos: IID with FedAvg, and Dirichlet label skew (alpha 0.3
-    and 0.1), each with FedAvg, FedProx and FedAdam; (b) synthetic rows (100,000, 20
-    features) in 10 silos without DP and with DP-SGD at epsilon 3 and 8.
+Digits in 10 simulated silos: IID with FedAvg, and Dirichlet label skew (alpha 0.3 and
+0.1), each with FedAvg, FedProx and FedAdam. Accuracy under DP is bench_dp_accuracy.py's.
 Where a simulation's time goes is measured by bench_overhead.py, side by side with a
 plain Flower app and with no Flower at all.
 """
@@ -27,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,9 @@ from core_training.data import Table, load_table, write_csv  # noqa: E402
 from core_training.pipeline import split  # noqa: E402
 from fl_common.modelfile import load_model  # noqa: E402
 from fl_server.evaluation import evaluation, prepare  # noqa: E402
+from harness.local_run import LocalFlwr  # noqa: E402
 from privacy.keys import load_key_file  # noqa: E402
 from simulations.centralized import DEFAULT_EPOCHS, run_centralized  # noqa: E402
-from simulations.local_run import LocalFlwr  # noqa: E402
 
 TEST_FRACTION = 0.25  # of the whole data set, held out before anything runs
 TEST_SEED = 1
@@ -63,8 +63,8 @@ DIGITS_ARMS = (
     "dirichlet0.1_fedadam",
     "dirichlet0.3_fedadam_eta0.01",
 )
-QUICK_ARMS = ("iid_fedavg", "dirichlet0.3_fedprox", "synthetic_dp")
-ARMS = (*DIGITS_ARMS, "synthetic_dp")
+QUICK_ARMS = ("iid_fedavg", "dirichlet0.3_fedprox")
+ARMS = DIGITS_ARMS
 PARTITIONS = {
     "iid": {},
     "dirichlet0.3": {"partitioner": "dirichlet", "dirichlet-alpha": 0.3, "min-partition-size": 20},
@@ -77,6 +77,22 @@ STRATEGIES = {
     # why the default server learning rate for FedAdam is 0.03, not 0.01
     "fedadam_eta0.01": {"strategy": "fedadam", "server-learning-rate": 0.01},
 }
+
+
+# The resolved settings an arm reports (what "the defaults" came to in that run).
+REPORTED_SETTINGS = (
+    "model",
+    "hidden-sizes",
+    "num-server-rounds",
+    "early-stopping-patience",
+    "local-epochs",
+    "batch-size",
+    "optimizer",
+    "learning-rate",
+    "momentum",
+    "dp-max-grad-norm",
+    "target-delta",
+)
 
 
 @dataclass
@@ -112,7 +128,7 @@ def score_on_test(flwr: LocalFlwr, run_dir: Path, test: Table) -> dict[str, Any]
     return evaluation(loaded, path, data)["metrics"]
 
 
-def _federated(
+def federated_arm(
     flwr: LocalFlwr, name: str, clients: int, config: dict[str, Any], held: HeldOut
 ) -> dict[str, Any]:
     run = flwr.run(
@@ -143,6 +159,7 @@ def _federated(
         "train_seconds_sum": round(sum(h.get("train_seconds", 0.0) for h in rounds), 3),
         "int8_val_accuracy": summary["export"]["int8_accuracy"],
         "epsilon_max": summary["epsilon_max"],
+        "settings": {k: summary["settings"].get(k) for k in REPORTED_SETTINGS},
     }
 
 
@@ -161,70 +178,36 @@ def _centralized(held: HeldOut, config: TrainConfig) -> dict[str, Any]:
     }
 
 
-# Local training that suits DP-SGD: larger batches (the noise is divided by the batch
-# size) and SGD with momentum (Adam rescales every coordinate by its own noisy variance).
-DP_TUNED = {"batch-size": 256, "optimizer": "sgd", "learning-rate": 0.5, "momentum": 0.9}
+# What makes two federation runs comparable: the same split, silos and baseline.
+SAME_SETUP = ("quick", "clients", "dataset", "test_fraction", "test_seed", "server_val_fraction")
 
 
-def _synthetic_dp(flwr: LocalFlwr, quick: bool, folder: Path) -> dict[str, Any]:
-    """Synthetic rows in silos without DP and with DP-SGD at two budgets; the same
-    rounds, epochs and model, picked on the same server split and scored on the same
-    test rows. Twice: with the default local training, and (full run) with DP_TUNED."""
-    rows, clients, rounds = (2_000, 2, 2) if quick else (100_000, 10, 10)
-    held = hold_out(load_table("synthetic", rows=rows, features=20), folder, "synthetic")
-    data = {
-        "model": "mlp",
-        "num-server-rounds": rounds,
-        "local-epochs": 1,
-        "batch-size": 64,
-        "early-stopping-patience": rounds,
+def carry_arms(new: dict[str, Any], earlier: dict[str, Any] | None) -> dict[str, Any]:
+    """``new`` with the arms an earlier run measured and this one did not, when both
+    ran the same set-up and their centralized baselines agree to the last digit (the
+    runs are deterministic, so a difference means the code or data changed and the
+    earlier arms are dropped). Each arm keeps the time it was measured (``measured``)."""
+    if not earlier or any(earlier.get(k) != new.get(k) for k in SAME_SETUP):
+        return new
+    baseline = ("accuracy", "val_loss", "best_epoch")
+    if any(earlier["centralized"].get(k) != new["centralized"].get(k) for k in baseline):
+        return new
+    carried = {
+        arm: {**earlier[arm], "measured": earlier[arm].get("measured", earlier.get("when"))}
+        for arm in earlier.get("arms_done", [])
+        if arm in earlier and arm not in new["arms_planned"]
     }
-    out: dict[str, Any] = {"rows": rows, "clients": clients, "rounds": rounds, "delta": 1e-5}
-    config = TrainConfig.from_dict({"local-epochs": 1 if quick else 10, "batch-size": 64})
-    out["centralized"] = _centralized(held, config)
-    budgets = (8.0,) if quick else (3.0, 8.0)
-    out.update(_dp_arms(flwr, "synthetic", clients, data, budgets, out["delta"], held))
-    if not quick:
-        tuned = {**data, **DP_TUNED}
-        out["tuned"] = {
-            "train": DP_TUNED,
-            **_dp_arms(flwr, "tuned", clients, tuned, budgets[-1:], out["delta"], held),
-        }
-    return out
-
-
-def _dp_arms(
-    flwr: LocalFlwr,
-    name: str,
-    clients: int,
-    data: dict[str, Any],
-    budgets: tuple[float, ...],
-    delta: float,
-    held: HeldOut,
-) -> dict[str, Any]:
-    out = {"no_dp": _federated(flwr, f"{name}-no-dp", clients, data, held)}
-    for eps in budgets:
-        # Each budget gets silos of its own: a silo's ledger remembers what earlier runs
-        # spent, so the same silos would decline a second private run.
-        own = LocalFlwr(flwr.base / f"{name}-dp-eps{eps:g}")
-        arm = {
-            **data,
-            "dp": True,
-            "target-epsilon": eps,
-            "privacy-budget": eps,
-            "target-delta": delta,
-        }
-        try:
-            result = _federated(own, f"{name}-dp-eps{eps:g}", clients, arm, held)
-        finally:
-            own.stop()
-        if result["epsilon_max"] is None:
-            raise RuntimeError(f"the DP run at epsilon {eps:g} spent nothing: silos declined")
-        result["points_below_no_dp"] = round(
-            100 * (out["no_dp"]["accuracy"] - result["accuracy"]), 2
-        )
-        out[f"dp_eps{eps:g}"] = result
-    return out
+    if not carried:
+        return new
+    done = set(new["arms_done"]) | set(carried)
+    planned = set(new["arms_planned"]) | set(carried)
+    return {
+        **new,
+        **carried,
+        "arms_done": [a for a in ARMS if a in done],
+        "arms_planned": [a for a in ARMS if a in planned],
+        "arms_carried": sorted(carried, key=ARMS.index),
+    }
 
 
 def run(
@@ -253,6 +236,7 @@ def run(
     }
 
     def done(arm: str) -> None:
+        results[arm]["measured"] = datetime.now(UTC).isoformat(timespec="seconds")
         results["arms_done"].append(arm)
         if on_arm is not None:
             on_arm(results)
@@ -270,13 +254,9 @@ def run(
             if quick:
                 common["local-epochs"] = 1
             for arm in wanted:
-                if arm == "synthetic_dp":
-                    results[arm] = _synthetic_dp(flwr, quick, Path(tmp) / "data")
-                    done(arm)
-                    continue
                 part, strategy = arm.split("_", 1)
                 config_arm = {**common, **PARTITIONS[part], **STRATEGIES[strategy]}
-                value = _federated(flwr, arm.replace("_", "-"), clients, config_arm, held)
+                value = federated_arm(flwr, arm.replace("_", "-"), clients, config_arm, held)
                 value["points_below_centralized"] = round(100 * (base - value["accuracy"]), 2)
                 results[arm] = value
                 done(arm)

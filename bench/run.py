@@ -3,7 +3,8 @@
     python bench/run.py            # the whole suite (about 1.5 hours on 2 cores)
     python bench/run.py --quick    # a few minutes; what CI runs (it asserts no speed)
     python bench/run.py --only privacy,federation
-    python bench/run.py --only federation --arms iid_fedavg,synthetic_dp
+    python bench/run.py --only federation --arms iid_fedavg,dirichlet0.3_fedavg
+    python bench/run.py --only dp_accuracy
     python bench/run.py --render   # BENCHMARKS.md again from bench/results.json
 
 Every figure is a ratio or a comparison measured side by side in the same run: the
@@ -29,7 +30,7 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-SUITES = ("privacy", "export", "federation", "overhead", "scale")
+SUITES = ("privacy", "export", "federation", "dp_accuracy", "overhead", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--arms",
         help="comma-separated arms of the federation suite (default: all of them), "
-        "e.g. iid_fedavg,dirichlet0.3_fedavg,synthetic_dp",
+        "e.g. iid_fedavg,dirichlet0.3_fedavg",
     )
     parser.add_argument(
         "--render",
@@ -77,16 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         if name == "federation":
             # Written after every arm as well: the suite runs for hours, and a run
             # stopped early keeps what it measured (the section lists what is missing).
-            def partial(so_far: dict[str, Any], name: str = name, before=merged) -> None:
+            earlier = merged.get(name)
+
+            def partial(
+                so_far: dict[str, Any], name=name, before=merged, module=module, earlier=earlier
+            ) -> None:
                 print(f"[bench] {name}: {so_far['arms_done']}", file=sys.stderr, flush=True)
-                snapshot = {**before, **results, name: {**so_far, "when": _now()}}
+                now = {**so_far, "when": _now()}
+                snapshot = {**before, **results, name: module.carry_arms(now, earlier)}
                 _write(Path(args.json), json.dumps(snapshot, indent=2) + "\n")
                 _write(Path(args.out), render(snapshot))
 
-            results[name] = module.run(quick=args.quick, arms=arms, on_arm=partial)
+            results[name] = module.carry_arms(
+                module.run(quick=args.quick, arms=arms, on_arm=partial), earlier
+            )
         else:
             results[name] = module.run(quick=args.quick)
         results[name]["suite_seconds"] = round(time.perf_counter() - started, 1)
+        results[name]["command"] = results["command"]
         results[name]["when"] = _now()
         # Written after every suite, so a failure later keeps what was measured. The
         # results of suites not run this time are kept, so a partial run erases nothing.

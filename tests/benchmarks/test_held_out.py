@@ -73,3 +73,45 @@ def test_federation_results_of_the_old_rule_are_not_rendered_or_quoted() -> None
     assert "{{" not in md
     assert "80.00%" not in md and "90.00%" not in md
     assert "## GPU\n\nNot measured" in md
+
+
+def _federation_result(central_accuracy: float, arms: dict[str, float], when: str) -> dict:
+    setup = {"quick": False, "clients": 10, "dataset": "digits", "test_fraction": 0.25}
+    setup |= {"test_seed": 1, "server_val_fraction": 0.2}
+    scores = {"val_accuracy": 0.9, "balanced_accuracy": 0.9, "macro_f1": 0.9}
+    central = {"accuracy": central_accuracy, "val_loss": 0.05, "best_epoch": 30, **scores}
+    central |= {"model": "cnn", "epochs": 30, "train_rows": 1078, "val_rows": 270}
+    central |= {"test_rows": 449}
+    arm = {**scores, "best_round": 3, "rounds_completed": 5, "points_below_centralized": 0.1}
+    return {
+        **setup,
+        "when": when,
+        "centralized": central,
+        "arms_planned": list(arms),
+        "arms_done": list(arms),
+        **{a: {**arm, "accuracy": acc, "measured": when} for a, acc in arms.items()},
+    }
+
+
+def test_a_partial_federation_run_keeps_arms_an_identical_earlier_run_measured() -> None:
+    earlier = _federation_result(0.977, {"iid_fedavg": 0.98, "iid_fedprox": 0.5}, "t1")
+    new = _federation_result(0.977, {"iid_fedprox": 0.97, "dirichlet0.1_fedavg": 0.9}, "t2")
+
+    merged = bench_federation.carry_arms(new, earlier)
+
+    assert merged["arms_done"] == ["iid_fedavg", "dirichlet0.1_fedavg", "iid_fedprox"]
+    assert merged["arms_carried"] == ["iid_fedavg"]
+    assert merged["iid_fedavg"] == earlier["iid_fedavg"]
+    assert merged["iid_fedprox"]["accuracy"] == 0.97  # this run's figure, not the earlier one
+    md = render_markdown({"federation": merged})
+    assert "`iid_fedavg` (t1)" in md
+
+
+def test_earlier_arms_are_dropped_when_the_baseline_or_the_split_changed() -> None:
+    earlier = _federation_result(0.977, {"iid_fedavg": 0.98}, "t1")
+    other_baseline = _federation_result(0.975, {"iid_fedprox": 0.97}, "t2")
+    other_split = {**_federation_result(0.977, {"iid_fedprox": 0.97}, "t2"), "test_seed": 2}
+
+    for new in (other_baseline, other_split):
+        merged = bench_federation.carry_arms(new, earlier)
+        assert merged["arms_done"] == ["iid_fedprox"] and "iid_fedavg" not in merged
