@@ -107,8 +107,8 @@ def load_factory(reference: str, root: Path | None = None) -> Any:
     root = (root or app_dir()).resolve()
     try:
         module = _import_inside(module_name, root)
-    except ModelFactoryError:
-        raise
+    except ModelFactoryError as exc:
+        raise ModelFactoryError(f"model {reference!r}: {exc}") from None
     except Exception as exc:  # the module itself failed while importing
         raise ModelFactoryError(
             f"model {reference!r}: importing {module_name} failed: {_one_line(exc)}"
@@ -170,21 +170,21 @@ def _import_inside(name: str, root: Path) -> ModuleType:
     for i in range(len(parts)):
         full = ".".join(parts[: i + 1])
         if search is None:
-            raise ModelFactoryError(f"model module {name}: {parts[i - 1]} is not a package")
+            raise ModelFactoryError(f"{parts[i - 1]} is not a package")
         spec = importlib.machinery.PathFinder.find_spec(full, search)
         if spec is None:
-            raise ModelFactoryError(f"model module {name}: no {full} in the app folder {root}")
+            raise ModelFactoryError(f"no {full} in the app folder {root}")
         places = [spec.origin] if spec.has_location and spec.origin else []
         places += list(spec.submodule_search_locations or [])
         outside = [p for p in places if not Path(p).resolve().is_relative_to(root)]
         if outside or not places:
-            raise ModelFactoryError(f"model module {name}: {full} lies outside the app folder")
+            raise ModelFactoryError(f"{full} lies outside the app folder")
         loaded = sys.modules.get(full)
         if loaded is not None:
             if _places(loaded) != {str(Path(p).resolve()) for p in places}:
                 raise ModelFactoryError(
-                    f"model module {name}: {full} is already imported from outside the app "
-                    f"folder {root}; rename the package"
+                    f"{full} is already imported from outside the app folder {root}; "
+                    "rename the package"
                 )
             module = loaded
         else:
