@@ -9,17 +9,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from flwr.app import Context, Message
-from flwr.supercore.task_identity import TaskIdentity
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_grid import FakeGrid, honest
+from fake_grid import (
+    FakeGrid,
+    honest,
+    task_identity,  # noqa: F401 (the autouse fixture)
+)
 
 from fl_common.settings import from_run_config
 from fl_server.app import Federation
@@ -39,15 +40,6 @@ FAST = {
     "round-timeout": 5.0,
     "num-server-rounds": 2,
 }
-
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    torch.set_num_threads(1)
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def federation(
