@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .custom_model import is_reference, parse_model_args
+
 OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine")
 CLASS_WEIGHTING = ("none", "balanced")
@@ -62,7 +64,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     seed: int = 0
-    model: str = "auto"  # auto: CNN for image-shaped data, else MLP
+    model: str = "auto"  # auto: CNN for image-shaped data, else MLP; or "pkg.module:factory"
+    model_args: str = ""  # a custom model's factory arguments: a JSON object
     hidden_sizes: str = "128,64"
     imputation: str = "mean"
     skew_threshold: float = 1.0  # |skewness| above which a non-negative column gets log1p
@@ -112,7 +115,23 @@ class TrainConfig:
         require_choice("lr-schedule", self.lr_schedule, LR_SCHEDULES)
         require_choice("class-weighting", self.class_weighting, CLASS_WEIGHTING)
         require_choice("resampling", self.resampling, RESAMPLING)
-        require_choice("model", self.model, MODELS)
+        require(
+            self.model in MODELS or is_reference(self.model),
+            "model",
+            f"must be one of {', '.join(MODELS)} or a 'package.module:factory' reference "
+            "to a factory in the app folder",
+            self.model,
+        )
+        try:
+            parse_model_args(self.model_args)
+        except ValueError as exc:
+            raise ConfigError(f"setting 'model-args' {exc}, got {self.model_args!r}") from None
+        require(
+            not self.model_args.strip() or is_reference(self.model),
+            "model-args",
+            "is only for a custom model ('package.module:factory')",
+            self.model_args,
+        )
         require_choice("imputation", self.imputation, IMPUTATION)
         dev = self.device
         require(

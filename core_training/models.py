@@ -11,18 +11,26 @@ without knowing how it was made.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-MODEL_KINDS = ("mlp", "cnn")
+from .custom_model import CategoricalBlock, ModelInputs, build_custom, is_reference
+
+MODEL_KINDS = ("mlp", "cnn", "custom")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What is needed to rebuild a model: its kind, input and output sizes, layers."""
+    """What is needed to rebuild a model: its kind, input and output sizes, layers.
+
+    A ``custom`` model records its factory reference and arguments (``factory``,
+    ``factory_args``) and the one-hot blocks of categorical features (``categorical``:
+    name, first column, number of columns), everything its factory was called with.
+    """
 
     kind: str
     in_features: int
@@ -31,6 +39,9 @@ class ModelSpec:
     dropout: float = 0.1
     image_shape: tuple[int, int, int] | None = None  # (channels, height, width), CNN only
     channels: tuple[int, ...] = (16, 32)
+    factory: str = ""  # custom only: "package.module:factory" in the app folder
+    factory_args: dict[str, Any] = field(default_factory=dict)
+    categorical: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -41,9 +52,13 @@ class ModelSpec:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if any(h < 1 for h in self.hidden_sizes) or any(c < 1 for c in self.channels):
             raise ValueError("hidden sizes and channels must be positive")
-        if self.kind == "cnn":
-            if self.image_shape is None:
-                raise ValueError("a CNN needs an image shape (channels, height, width)")
+        if self.kind == "custom" and not is_reference(self.factory):
+            raise ValueError(
+                f"a custom model needs a 'package.module:factory' reference, got {self.factory!r}"
+            )
+        if self.kind == "cnn" and self.image_shape is None:
+            raise ValueError("a CNN needs an image shape (channels, height, width)")
+        if self.image_shape is not None:
             c, h, w = self.image_shape
             if c * h * w != self.in_features:
                 raise ValueError(
@@ -66,7 +81,16 @@ class ModelSpec:
                 kwargs[key] = tuple(int(v) for v in kwargs[key])
         if kwargs.get("image_shape") is not None:
             kwargs["image_shape"] = tuple(int(v) for v in kwargs["image_shape"])
+        if "categorical" in kwargs:
+            kwargs["categorical"] = tuple(
+                (str(n), int(s), int(k)) for n, s, k in kwargs["categorical"]
+            )
         return cls(**kwargs)
+
+    def inputs(self) -> ModelInputs:
+        """What a custom model's factory is called with."""
+        blocks = tuple(CategoricalBlock(n, s, k) for n, s, k in self.categorical)
+        return ModelInputs(self.in_features, self.num_classes, self.image_shape, blocks)
 
 
 class MLP(nn.Module):
@@ -130,8 +154,13 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
-def build_model(spec: ModelSpec) -> nn.Module:
-    """A fresh, randomly initialised model for ``spec`` (seed torch first for repeatability)."""
+def build_model(spec: ModelSpec, *, app_dir: Path | None = None) -> nn.Module:
+    """A fresh, randomly initialised model for ``spec`` (seed torch first for repeatability).
+
+    A custom model's factory is imported from ``app_dir`` (default: the app folder,
+    ``custom_model.app_dir``); any failure is a ``ModelFactoryError`` of one line."""
+    if spec.kind == "custom":
+        return build_custom(spec.factory, spec.inputs(), dict(spec.factory_args), app_dir)
     if spec.kind == "mlp":
         return MLP(spec.in_features, spec.num_classes, spec.hidden_sizes, spec.dropout)
     assert spec.image_shape is not None  # checked in ModelSpec

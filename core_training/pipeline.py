@@ -12,6 +12,7 @@ import numpy as np
 
 from ._split import train_test_indices
 from .config import TrainConfig
+from .custom_model import is_reference, parse_model_args
 from .data import Table
 from .models import ModelSpec
 from .preprocess import FeatureStats, Preprocessor, compute_stats, drop_duplicates
@@ -23,6 +24,16 @@ def model_spec_for(table_or_schema: Table | object, config: TrainConfig) -> Mode
     schema = getattr(table_or_schema, "schema", table_or_schema)
     image_shape = getattr(schema, "image_shape", None)
     kind = config.model
+    if is_reference(kind):
+        return ModelSpec(
+            kind="custom",
+            in_features=schema.num_features,  # type: ignore[attr-defined]
+            num_classes=schema.num_classes,  # type: ignore[attr-defined]
+            image_shape=image_shape,
+            factory=kind,
+            factory_args=parse_model_args(config.model_args),
+            categorical=categorical_blocks(schema),
+        )
     if kind == "auto":
         kind = "cnn" if image_shape else "mlp"
     if kind == "cnn" and not image_shape:
@@ -35,6 +46,18 @@ def model_spec_for(table_or_schema: Table | object, config: TrainConfig) -> Mode
         dropout=config.dropout,
         image_shape=image_shape if kind == "cnn" else None,
     )
+
+
+def categorical_blocks(schema: object) -> tuple[tuple[str, int, int], ...]:
+    """(feature name, first input column, number of columns) of each categorical
+    feature's one-hot block, in schema order."""
+    blocks, start = [], 0
+    for feature in schema.features:  # type: ignore[attr-defined]
+        width = len(feature.encoded_names)
+        if not feature.is_numeric:
+            blocks.append((feature.name, start, width))
+        start += width
+    return tuple(blocks)
 
 
 def split(table: Table, *, test_fraction: float, seed: int) -> tuple[Table, Table]:

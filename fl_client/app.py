@@ -22,11 +22,13 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from torch import nn
 
 from core_training.config import TrainConfig
+from core_training.custom_model import ModelFactoryError
 from core_training.models import build_model, quantize_int8
 from core_training.pipeline import local_stats, model_spec_for
 from core_training.preprocess import FeatureStats, Preprocessor
@@ -59,9 +61,12 @@ def query(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
     logger.info("silo %s: %s", silo.silo_id, silo.policy.describe())
-    spec = model_spec_for(silo.train, config)
     try:
-        grant = grant_for(silo, settings, config, num_parameters=_parameters(build_model(spec)))
+        model = build_model(model_spec_for(silo.train, config))
+    except ModelFactoryError as exc:
+        return _model_error(msg, silo, exc)
+    try:
+        grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
     # A target no noise level meets on this silo's rows is refused now, before any
@@ -97,7 +102,10 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
-    model = _received_model(msg, silo, config)
+    try:
+        model = _received_model(msg, silo, config)
+    except ModelFactoryError as exc:
+        return _model_error(msg, silo, exc)
     try:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
     except PolicyDeclined as declined:
@@ -135,7 +143,10 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate_global(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
-    model = _received_model(msg, silo, config)
+    try:
+        model = _received_model(msg, silo, config)
+    except ModelFactoryError as exc:
+        return _model_error(msg, silo, exc)
     try:
         grant_for(silo, settings, config, num_parameters=_parameters(model))
         _take_evaluation(silo, context.run_id)
@@ -164,6 +175,13 @@ def _received_model(msg: Message, silo: Silo, config: TrainConfig) -> nn.Module:
     model = build_model(model_spec_for(silo.train, config))
     model.load_state_dict(p.record_to_state(msg.content[p.ARRAYS]), strict=True)
     return model
+
+
+def _model_error(msg: Message, silo: Silo, exc: ModelFactoryError) -> Message:
+    """The run's model cannot be built here (a custom factory that does not import,
+    raises, or does not fit the data): an error reply of one line, nothing trained."""
+    logger.error("silo %s: %s", silo.silo_id, exc)
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(exc)), reply_to=msg)
 
 
 def _preparation(

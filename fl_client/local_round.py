@@ -241,7 +241,12 @@ def train_round(
             silo.held_out,
         )
 
-    from privacy.dp import DPSession, unwrapped_state_dict
+    from privacy.dp import (
+        DPSession,
+        IncompatibleModelError,
+        require_compatible,
+        unwrapped_state_dict,
+    )
     from privacy.ledger import BudgetExhaustedError
 
     if ledger is None:
@@ -251,6 +256,10 @@ def train_round(
     unreachable = dp.declined(len(X_train), config)
     if unreachable is not None:  # nothing trained, nothing recorded
         return _declined_round(str(unreachable), len(X_train), val, ledger, silo)
+    try:  # before the ledger reserves anything: a model DP-SGD cannot train is declined
+        require_compatible(model, what="the run's model")
+    except IncompatibleModelError as exc:
+        return _declined_round(str(exc), len(X_train), val, ledger, silo)
     session = DPSession(
         max_grad_norm=dp.max_grad_norm,
         delta=dp.delta,

@@ -4,7 +4,9 @@ format lives here, not in either app.
 
 Every model file holds the weights and, in its metadata, the ``ModelSpec`` and the
 schema it was trained for, so any file can be turned back into a working model (for
-evaluation, export, or as the start of a new federation) without outside knowledge.
+evaluation, export, or as the start of a new federation) without outside knowledge. A
+custom model's spec records its factory reference and arguments: loading imports that
+factory from the app folder (``core_training.custom_model``) and calls it, nothing else.
 Where the federation fitted one, the metadata also holds the preprocessing (the fitted
 preprocessor's arrays and the class weights, ``preprocessing``), so data is cleaned the
 way the model was trained wherever the file goes.

@@ -17,10 +17,12 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
+from torch import nn
 
 from core_training.config import TrainConfig
+from core_training.custom_model import ModelFactoryError
 from core_training.data import Table, load_table
-from core_training.models import build_model
+from core_training.models import ModelSpec, build_model
 from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
 from core_training.schema import Schema
@@ -122,6 +124,7 @@ class Federation:
             state, meta = load_checkpoint(checkpoint, key=self.key)
             self._check_resume(meta.get("config", {}))
             log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
+            self._checked_model(state.spec)
             self.loop.model_spec = state.spec
             restore_strategy_state(self.loop.strategy, state.strategy_state)
             # Node ids may differ in a new run: ask again who takes part and with how
@@ -141,8 +144,10 @@ class Federation:
             )
         server_table = self._validation_table() if self.settings.validation == "server" else None
         schema = self._schema(server_table)
-        prep = self.loop.federated_statistics(schema, self.nodes, server_table)
+        # The model is built and checked first: a model that cannot train stops the run
+        # before any silo computes (or, with DP statistics, spends budget on) anything.
         spec, initial = self._initial_model(schema)
+        prep = self.loop.federated_statistics(schema, self.nodes, server_table)
         state = RunState(
             spec=spec,
             schema=schema,
@@ -206,8 +211,14 @@ class Federation:
         spec = model_spec_for(schema, self.config)
         if not self.settings.initial_model:
             torch.manual_seed(self.config.seed)
-            return spec, arrays_from_state(build_model(spec).state_dict())
-        loaded = load_model(self.settings.initial_model, key=self.key)
+            return spec, arrays_from_state(self._checked_model(spec).state_dict())
+        try:
+            loaded = load_model(self.settings.initial_model, key=self.key)
+        except ModelFactoryError as exc:
+            raise RunStopped(
+                "bad-model", f"initial-model {self.settings.initial_model}: {exc}"
+            ) from None
+        self._checked_model(loaded.spec, loaded.model)
         if (loaded.spec.in_features, loaded.spec.num_classes) != (
             spec.in_features,
             spec.num_classes,
@@ -222,6 +233,24 @@ class Federation:
             )
         log(INFO, "Starting from %s", self.settings.initial_model)
         return loaded.spec, arrays_from_state(loaded.model.state_dict())
+
+    def _checked_model(self, spec: ModelSpec, model: nn.Module | None = None) -> nn.Module:
+        """The model ``spec`` builds (a custom factory imported, called and its output
+        checked), and under DP one Opacus can train: otherwise the run stops here, before
+        any node is asked for anything."""
+        try:
+            model = model if model is not None else build_model(spec)
+        except ModelFactoryError as exc:
+            raise RunStopped("bad-model", str(exc)) from None
+        if self.settings.dp:
+            from privacy.dp import IncompatibleModelError, require_compatible
+
+            what = f"model {spec.factory!r}" if spec.kind == "custom" else f"the {spec.kind}"
+            try:
+                require_compatible(model, what=what)
+            except IncompatibleModelError as exc:
+                raise RunStopped("model-not-private", str(exc)) from None
+        return model
 
     def _selector(self, state: RunState) -> ModelSelector:
         return ModelSelector(state, self.settings.early_stopping_metric)

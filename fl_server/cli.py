@@ -356,6 +356,12 @@ def inspect_text(r: dict[str, Any]) -> str:
 
 def _meta_text(name: str, value: Any) -> str:
     """One metadata entry on one line, the known ones in words."""
+    if name == "model_spec" and isinstance(value, dict) and value.get("kind") == "custom":
+        args = json.dumps(value.get("factory_args") or {}, sort_keys=True)
+        return (
+            f"custom {value.get('factory')} {args}: {value.get('in_features')} features -> "
+            f"{value.get('num_classes')} classes"
+        )
     if name == "model_spec" and isinstance(value, dict):
         layers = list(value.get("hidden_sizes" if value.get("kind") == "mlp" else "channels") or [])
         return (

@@ -299,6 +299,33 @@ def check_compatible(model: nn.Module) -> list[str]:
     return problems
 
 
+def incompatible_layers(model: nn.Module) -> list[str]:
+    """Each layer (leaf module) that keeps DP-SGD from training ``model``, as
+    ``"name (Type)"`` (empty when it can train)."""
+    return [
+        f"{name} ({type(layer).__name__})"
+        for name, layer in model.named_modules()
+        if name and not any(layer.children()) and check_compatible(layer)
+    ]
+
+
+def require_compatible(model: nn.Module, *, what: str) -> None:
+    """An :class:`IncompatibleModelError` of one line naming the layers, when DP-SGD
+    cannot train ``model``. fedsilo does not replace layers (``make_compatible``) on its
+    own: the server and every silo must hold the same architecture, and the model's
+    author should see the change."""
+    layers = incompatible_layers(model)
+    if not layers and check_compatible(model):  # a problem of the whole, not of a layer
+        layers = [type(model).__name__]
+    if layers:
+        raise IncompatibleModelError(
+            f"{what} cannot be trained with DP-SGD: {', '.join(layers)} "
+            "(BatchNorm and other layers with running statistics mix the examples of a "
+            "batch, and Opacus needs per-sample gradients of every trainable layer); "
+            "use GroupNorm or LayerNorm instead"
+        )
+
+
 def make_compatible(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with the layers Opacus knows how to replace replaced
     (BatchNorm -> GroupNorm, LSTM -> DPLSTM, ...), or an :class:`IncompatibleModelError`

@@ -13,6 +13,10 @@ def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        # Flower splits --run-config at spaces outside quotes and does not see escaped
+        # quotes: a value holding '"' (a JSON object) goes as a TOML literal string.
+        if '"' in value and "'" not in value and "\n" not in value:
+            return f"'{value}'"
         return json.dumps(value)
     return repr(value)
 

@@ -4,12 +4,27 @@ ClientApp handlers (a simulated partition), or with a behaviour a test gives it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import pytest
+import torch
 from flwr.app import Context, Error, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from fl_client import app as client_app
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """Messages made in this process need the identity Flower gives a task (import this
+    fixture into a test module to use it there)."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
+    torch.set_num_threads(1)
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
 
 Behaviour = Callable[[Message, Context], Message | None]  # None: no reply (a timeout)
 

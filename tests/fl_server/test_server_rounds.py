@@ -5,18 +5,23 @@ skipped rounds, the best model, early stopping, resume, and federated validation
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_grid import Behaviour, FakeGrid, failing, honest, silent
+from fake_grid import (
+    Behaviour,
+    FakeGrid,
+    failing,
+    honest,
+    silent,
+    task_identity,  # noqa: F401 (the autouse fixture)
+)
 
 from fl_common import protocol as p
 from fl_common.modelfile import load_model
@@ -37,16 +42,6 @@ FAST = {
     "round-timeout": 5.0,
     "early-stopping-patience": 10,
 }
-
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """Messages made in this process need the identity Flower gives a task."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-    torch.set_num_threads(1)
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def federate(
