@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-SUITES = ("privacy", "export", "federation", "dp_accuracy", "overhead", "scale")
+SUITES = ("privacy", "accounting", "export", "federation", "dp_accuracy", "overhead", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
