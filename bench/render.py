@@ -144,7 +144,7 @@ def _privacy(p: dict[str, Any]) -> list[str]:
     ]
     for model, e in p["dp_epoch"].items():
         lines += _dp_epoch(model, e)
-    lines += ["Target: private epoch at most 2.0 times the plain one, on both models.", ""]
+    lines += ["", "Target: private epoch at most 2.0 times the plain one, on both models.", ""]
     return lines
 
 
@@ -181,7 +181,7 @@ def _dp_epoch(model: str, e: dict[str, Any]) -> list[str]:
         )
     for arm, why in (e.get("failed_modes") or {}).items():
         lines.append(f"| {labels.get(arm, arm)} | does not run on this model: {why} | | | |")
-    return [*lines, ""]
+    return lines
 
 
 def _storage(s: dict[str, Any]) -> list[str]:
