@@ -9,12 +9,14 @@ JSON). Times are medians of interleaved repeats in this process, after one warm-
     ``torch_save_atomic`` is torch.save to a temp file + fsync + rename: the durability
     part of the store's cost, without encryption. Files live in a temp folder; loads read
     from the page cache, so they measure CPU cost, not the disk.
-(b) one local epoch of the same MLP on the same synthetic data through the shared trainer
-    (``core_training.trainer.fit``): plain, and under DP-SGD in each of Opacus's
-    ``grad_sample_mode`` options: ghost clipping (what fedsilo uses), hooks, functorch
-    and expanded weights (these three materialize per-sample gradients); a mode that
-    cannot run on the model is reported with its error. Poisson sampling; one torch
-    thread by default. Memory is
+(b) local training through the shared trainer (``core_training.trainer.fit``), plain
+    and under DP-SGD in each ``grad_sample_mode``: book-keeping clipping (fedsilo's
+    default), Opacus's ghost clipping, hooks, functorch and expanded weights (these
+    three materialize per-sample gradients); a mode that cannot run on the model is
+    reported with its error. Two models: the MLP (128, 64) on synthetic rows, one
+    epoch, and the digits CNN as the default digits run builds it, on the digits rows,
+    for as many epochs as give it about the MLP's number of steps. Poisson sampling;
+    one torch thread by default. Memory is
     measured in a fresh child process per arm on Linux: the kernel's peak-RSS mark
     (VmHWM) is reset just before the epoch, so ``peak_extra_mb`` is the resident memory
     the epoch added on top of what the process already held (model, data, torch runtime);
@@ -129,7 +131,7 @@ def bench_storage(size_mb: int, repeats: int) -> dict[str, Any]:
 
 # --- (b) private vs plain epoch -------------------------------------------------------
 
-SPEC_KW = {"kind": "mlp", "num_classes": 2, "hidden_sizes": (128, 64), "dropout": 0.1}
+MLP_SPEC = {"kind": "mlp", "num_classes": 2, "hidden_sizes": (128, 64), "dropout": 0.1}
 
 
 def _data(rows: int, features: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,10 +141,30 @@ def _data(rows: int, features: int) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
-# plain, then DP-SGD in each of Opacus's grad_sample_mode options: "private" is
-# ghost clipping (what fedsilo uses); the others materialize per-sample gradients.
+def _task(model: str, rows: int) -> tuple[ModelSpec, torch.Tensor, torch.Tensor]:
+    """The model and its training rows: the MLP on ``rows`` synthetic rows of 20
+    features, or the digits CNN (built as the default digits run builds it) on the
+    first ``rows`` rows of digits, standardized."""
+    if model == "mlp":
+        X, y = _data(rows, 20)
+        return ModelSpec(in_features=20, **MLP_SPEC), X, y
+    from core_training.config import TrainConfig
+    from core_training.data import load_builtin
+    from core_training.pipeline import model_spec_for
+
+    table = load_builtin("digits")
+    X = torch.as_tensor(table.X[:rows], dtype=torch.float32)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-6)
+    spec = model_spec_for(table, TrainConfig(model="cnn"))
+    return spec, X, torch.as_tensor(table.y[:rows], dtype=torch.long)
+
+
+# plain, then DP-SGD in each grad_sample_mode: "private" is book-keeping clipping
+# (fedsilo's default); ghost is Opacus's clipping without per-sample gradients; the
+# others materialize per-sample gradients.
 MODES = {
-    "private": "ghost",
+    "private": "bookkeeping",
+    "private_ghost": "ghost",
     "private_hooks": "hooks",
     "private_functorch": "functorch",
     "private_ew": "ew",
@@ -150,19 +172,19 @@ MODES = {
 ARMS = ("plain", *MODES)
 
 
-def _fit(arm: str, rows: int, features: int, batch_size: int) -> tuple[float, int]:
-    """One epoch of the shared trainer (``core_training.trainer.fit``) for an arm."""
+def _fit(arm: str, model: str, rows: int, batch_size: int, epochs: int) -> tuple[float, int]:
+    """``epochs`` epochs of the shared trainer (``core_training.trainer.fit``) for an arm."""
     import warnings
 
     from core_training.config import TrainConfig
     from core_training.trainer import fit
     from privacy.dp import DPSession
 
-    X, y = _data(rows, features)
+    spec, X, y = _task(model, rows)
     torch.manual_seed(0)
-    model = build_model(ModelSpec(in_features=features, **SPEC_KW))
+    net = build_model(spec)
     config = TrainConfig(
-        local_epochs=1,
+        local_epochs=epochs,
         batch_size=batch_size,
         class_weighting="none",
         optimizer="sgd",
@@ -174,20 +196,20 @@ def _fit(arm: str, rows: int, features: int, batch_size: int) -> tuple[float, in
             max_grad_norm=1.0,
             delta=1e-5,
             noise_multiplier=1.0,
-            epochs=1,
+            epochs=epochs,
             grad_sample_mode=MODES[arm],
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "secure RNG turned off": fine for a benchmark
-        result = fit(model, X.numpy(), y.numpy(), config, privatize=privatize)
+        result = fit(net, X.numpy(), y.numpy(), config, privatize=privatize)
     return float(result.metrics["seconds"]), result.steps
 
 
 def bench_epoch(
-    rows: int, features: int, batch_size: int, repeats: int, threads: int
+    model: str, rows: int, batch_size: int, epochs: int, repeats: int, threads: int
 ) -> dict[str, Any]:
-    """Plain, private (ghost clipping, the default) and private in hooks mode: one
-    epoch each of the shared trainer, interleaved, medians after a warm-up round."""
+    """Plain and every private arm: ``epochs`` epochs each of the shared trainer,
+    interleaved, medians after a warm-up round."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -199,7 +221,7 @@ def bench_epoch(
                 if arm in failed:
                     continue
                 try:
-                    seconds, steps[arm] = _fit(arm, rows, features, batch_size)
+                    seconds, steps[arm] = _fit(arm, model, rows, batch_size, epochs)
                 except Exception as error:  # a mode Opacus cannot apply to this model
                     failed[arm] = f"{type(error).__name__}: {error}"[:300]
                     times.pop(arm)
@@ -209,16 +231,19 @@ def bench_epoch(
     finally:
         torch.set_num_threads(previous_threads)
     median = {arm: statistics.median(ts) for arm, ts in times.items()}
-    memory = {arm: _child_memory(arm, rows, features, batch_size, threads) for arm in times}
+    task = {"model": model, "rows": rows, "batch_size": batch_size, "epochs": epochs}
+    memory = {
+        arm: _in_child({"task": "epoch", "arm": arm, "threads": threads, **task}) for arm in times
+    }
+    spec, X, _ = _task(model, rows)
     out: dict[str, Any] = {
-        "rows": rows,
-        "features": features,
-        "batch_size": batch_size,
+        **task,
+        "features": X.shape[1],
+        "layers": spec.hidden_sizes if model == "mlp" else spec.channels,
         "torch_threads": threads,
         "steps": steps,
         "epoch_seconds": {arm: round(t, 4) for arm, t in median.items()},
         "time_ratio": round(median["private"] / median["plain"], 2),
-        "time_ratio_hooks": round(median["private_hooks"] / median["plain"], 2),
         "time_ratios": {arm: round(median[arm] / median["plain"], 2) for arm in median},
         "failed_modes": failed,
         "memory": memory,
@@ -254,21 +279,6 @@ def _in_child(task: dict[str, Any]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _child_memory(
-    arm: str, rows: int, features: int, batch_size: int, threads: int
-) -> dict[str, Any]:
-    return _in_child(
-        {
-            "task": "epoch",
-            "arm": arm,
-            "rows": rows,
-            "features": features,
-            "batch_size": batch_size,
-            "threads": threads,
-        }
-    )
-
-
 def _peak_during(action: Any) -> dict[str, Any]:
     """Resident memory ``action`` adds at its peak, on top of what the process held."""
     before = _status_kb("VmRSS")
@@ -294,10 +304,9 @@ def _peak_during(action: Any) -> dict[str, Any]:
 def _memory_child(args: dict[str, Any]) -> dict[str, Any]:
     if args["task"] == "epoch":
         torch.set_num_threads(args["threads"])
-        _fit(args["arm"], 256, args["features"], args["batch_size"])  # import and warm up
-        return _peak_during(
-            lambda: _fit(args["arm"], args["rows"], args["features"], args["batch_size"])
-        )
+        fit_args = (args["arm"], args["model"], args["rows"], args["batch_size"])
+        _fit(*fit_args, 1)  # import and warm up
+        return _peak_during(lambda: _fit(*fit_args, args["epochs"]))
     state = _state_dict(args["size_mb"])
     key = bytes(32)  # a throwaway key for a throwaway file
     folder = Path(args["folder"])
@@ -341,17 +350,25 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
         storage = bench_storage(size_mb=size, repeats=3 if size >= 100 or quick else 7)
         storage["memory"] = storage_memory(size_mb=size)
         storages.append(storage)
+    # The CNN trains on all 1797 digits rows (7 batches of 256 an epoch), for as many
+    # epochs as give it about the MLP's number of steps.
     if quick:
-        epoch = bench_epoch(rows=1_000, features=20, batch_size=256, repeats=1, threads=threads)
+        epochs = {
+            "mlp": bench_epoch("mlp", 1_000, 256, epochs=1, repeats=1, threads=threads),
+            "cnn": bench_epoch("cnn", 1_797, 256, epochs=1, repeats=1, threads=threads),
+        }
     else:
-        epoch = bench_epoch(rows=20_000, features=20, batch_size=256, repeats=3, threads=threads)
+        epochs = {
+            "mlp": bench_epoch("mlp", 20_000, 256, epochs=1, repeats=3, threads=threads),
+            "cnn": bench_epoch("cnn", 1_797, 256, epochs=10, repeats=3, threads=threads),
+        }
     return {
         "bench": "privacy",
         "quick": quick,
         "torch": torch.__version__,
         "cpu_count": os.cpu_count(),
         "storages": storages,
-        "dp_epoch": epoch,
+        "dp_epoch": epochs,
     }
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,12 @@ from opacus.accountants.utils import MAX_SIGMA as _MAX_SIGMA
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.data_loader import DPDataLoader
 from opacus.grad_sample.gsm_base import AbstractGradSampleModule
+from opacus.optimizers import DPOptimizerFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
+
+from .bookkeeping import BookkeepingClipper, unsupported_layers
 
 # Accountants that compose the ledger's history of subsampled Gaussian mechanisms:
 # "prv" (Gopi et al. 2021: the privacy loss distributions convolved numerically; a
@@ -356,7 +359,8 @@ def unwrapped_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return unwrap(model).state_dict()
 
 
-GRAD_SAMPLE_MODES = ("ghost", "hooks", "functorch", "ew")
+GRAD_SAMPLE_MODES = ("bookkeeping", "ghost", "hooks", "functorch", "ew")
+LOSS_MODES = ("bookkeeping", "ghost")  # modes that need the loss to clip
 
 
 class DPSession:
@@ -366,10 +370,25 @@ class DPSession:
     that ``epochs`` epochs land at or below it). It records the noise multiplier, the
     sample rate and the optimizer steps actually taken, and reports epsilon for them.
     ``secure_mode`` uses a cryptographically secure noise source (slower; for production).
-    ``grad_sample_mode`` is how Opacus gets per-sample gradient norms: ``"ghost"`` (the
-    default, when the trainer passes its loss: norms without per-sample gradients),
-    or ``"hooks"``, ``"functorch"`` or ``"ew"`` (expanded weights), which materialize
-    per-sample gradients; the clipping, noise and accounting are the same.
+    ``grad_sample_mode`` is how each example's gradient is clipped:
+
+    - ``"bookkeeping"`` (the default, when the trainer passes its loss): book-keeping
+      clipping (:mod:`privacy.bookkeeping`, Bu et al. 2022). One backward pass gives
+      each trainable layer's output gradients; the per-example norms and the sum of the
+      clipped gradients are computed from them and the layers' inputs, the result ghost
+      clipping reaches with a second backward pass. Opacus's DP optimizer adds the noise
+      and its accountant counts the step, exactly as for ghost clipping. A model with a
+      trainable layer it has no rule for (anything but Linear, Conv2d, GroupNorm and
+      LayerNorm) is clipped with ``"ghost"`` instead; :attr:`used_grad_sample_mode` says
+      which ran.
+    - ``"ghost"``: Opacus's ghost clipping (norms without per-sample gradients, then a
+      second backward pass on the rescaled loss).
+    - ``"hooks"``, ``"functorch"`` or ``"ew"`` (expanded weights): Opacus materializes
+      per-sample gradients and its optimizer clips them.
+
+    All clip to the same bound with the same formula; the noise and the accounting are
+    Opacus's in every mode. Without the loss, ``"bookkeeping"`` and ``"ghost"`` use
+    ``"hooks"``.
     """
 
     def __init__(
@@ -381,7 +400,7 @@ class DPSession:
         noise_multiplier: float | None = None,
         target_epsilon: float | None = None,
         secure_mode: bool = False,
-        grad_sample_mode: str = "ghost",
+        grad_sample_mode: str = "bookkeeping",
         accountant: str = ACCOUNTANT,
     ) -> None:
         if grad_sample_mode not in GRAD_SAMPLE_MODES:
@@ -412,7 +431,8 @@ class DPSession:
         self._fixed_noise = noise_multiplier
         self._plan: DPPlan | None = None
         self._engine: PrivacyEngine | None = None
-        self._wrapper: AbstractGradSampleModule | None = None
+        self._release: Callable[[], nn.Module] | None = None
+        self._mode: str | None = None
 
     def plan(self, *, num_examples: int, batch_size: int) -> DPPlan:
         """The noise, rate and steps this session will use for a loader of
@@ -445,12 +465,13 @@ class DPSession:
     ) -> tuple[Any, ...]:
         """The ``privatize`` hook: private (model, optimizer, Poisson loader[, criterion]).
 
-        With a ``criterion`` (the trainer passes its loss), Opacus's ghost clipping is
-        used: per-sample gradient norms are computed without materializing per-sample
-        gradients, about twice as fast for our models, with the same clipping, noise and
-        accounting. The returned criterion reduces per-example losses by their count, so
-        a class-weighted loss stays per-example under DP. Without a criterion, the
-        classic hooks mode fills ``p.grad_sample`` (what the clipping tests inspect).
+        With a ``criterion`` (the trainer passes its loss), the returned criterion
+        computes per-example losses (``reduction="none"``), so a class-weighted loss
+        stays per-example under DP; its ``backward()`` clips (book-keeping or ghost
+        clipping) and its value is their mean over the batch's examples. Without a
+        criterion, the classic hooks mode fills ``p.grad_sample`` (what the clipping
+        tests inspect). The returned model is the model itself under book-keeping
+        clipping, Opacus's wrapper otherwise.
         """
         if self._engine is not None:
             raise RuntimeError("a DPSession makes one training private; make a new one per round")
@@ -489,19 +510,36 @@ class DPSession:
                 loader, generator=_os_seeded(torch.device("cpu"))
             )
             common["poisson_sampling"] = False  # the loader above already samples
-        if criterion is None or self.grad_sample_mode != "ghost":
-            mode = "hooks" if self.grad_sample_mode == "ghost" else self.grad_sample_mode
+        mode = self.grad_sample_mode
+        if criterion is None and mode in LOSS_MODES:
+            mode = "hooks"  # without the loss, per-sample gradients are needed
+        if mode == "bookkeeping" and unsupported_layers(model):
+            mode = "ghost"  # Opacus has a rule for more layer types
+        self._mode = mode
+        if mode == "bookkeeping":
+            # Opacus builds the DP optimizer (noise, scaling, the accountant's hook) and
+            # the loader as for ghost clipping; its norm hooks are removed, because the
+            # clipper computes the clipped sum that ghost clipping's second pass would.
+            hooks, private_optimizer, _, private_loader = self._engine.make_private(
+                **common, criterion=criterion, grad_sample_mode="ghost", wrap_model=False
+            )
+            hooks.cleanup()
+            private_optimizer.__class__ = _TakesClippedSum
+            clipper = BookkeepingClipper(model, max_grad_norm=self.max_grad_norm)
+            self._release = functools.partial(_removed, clipper, model)
+            return model, private_optimizer, private_loader, clipper.criterion(criterion)
+        if mode != "ghost":
             private_model, private_optimizer, private_loader = self._engine.make_private(
                 **common, grad_sample_mode=mode
             )
-            self._wrapper = private_model
+            self._release = private_model.to_standard_module
             if criterion is None:
                 return private_model, private_optimizer, private_loader
             return private_model, private_optimizer, private_loader, criterion
         private_model, private_optimizer, private_criterion, private_loader = (
             self._engine.make_private(**common, criterion=criterion, grad_sample_mode="ghost")
         )
-        self._wrapper = private_model
+        self._release = private_model.to_standard_module
         return private_model, private_optimizer, private_loader, private_criterion
 
     @property
@@ -547,11 +585,36 @@ class DPSession:
             "dp_max_grad_norm": self.max_grad_norm,
         }
 
+    @property
+    def used_grad_sample_mode(self) -> str | None:
+        """How per-sample clipping was done once the hook has run (``None`` before):
+        the mode asked for, or what stood in for it (see the class docstring)."""
+        return self._mode
+
     def release(self) -> nn.Module:
-        """Remove Opacus's hooks and per-sample attributes; return the plain model."""
-        if self._wrapper is None:
+        """Remove the clipping hooks and per-sample attributes; return the plain model."""
+        if self._release is None:
             raise RuntimeError("nothing to release: the session has not been used")
-        return self._wrapper.to_standard_module()
+        return self._release()
+
+
+class _TakesClippedSum(DPOptimizerFastGradientClipping):
+    """Opacus's optimizer for clipped sums in ``p.grad`` (noise, scaling and the
+    accountant's hook unchanged) that takes each ``p.grad`` as the step's sum instead
+    of deep-copying it: book-keeping clipping writes a fresh tensor every step, and
+    the copies were a good part of a small model's step."""
+
+    def accumulate(self) -> None:
+        for p in self.params:
+            if p.summed_grad is not None:
+                p.summed_grad.add_(p.grad)
+            else:
+                p.summed_grad = p.grad
+
+
+def _removed(clipper: BookkeepingClipper, model: nn.Module) -> nn.Module:
+    clipper.remove()
+    return model
 
 
 def _os_seeded(device: torch.device) -> torch.Generator:

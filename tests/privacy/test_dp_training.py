@@ -319,7 +319,7 @@ def test_dp_noise_and_sampling_cannot_be_replayed_from_the_training_seed():
     assert any(not torch.equal(first[k], second[k]) for k in first)
 
 
-@pytest.mark.parametrize("mode", ["ghost", "hooks", "functorch", "ew"])
+@pytest.mark.parametrize("mode", ["bookkeeping", "ghost", "hooks", "functorch", "ew"])
 def test_every_grad_sample_mode_trains_through_the_trainer_with_the_same_accounting(
     blobs, mode
 ) -> None:
@@ -341,6 +341,7 @@ def test_every_grad_sample_mode_trains_through_the_trainer_with_the_same_account
     model = build_model(SPEC)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = fit(model, X.numpy(), y.numpy(), config, privatize=session)
+    assert session.used_grad_sample_mode == mode
     assert session.steps_taken == plan.steps == result.steps
     assert session.epsilon() == pytest.approx(plan.epsilon())
     state = dp.unwrapped_state_dict(model)
@@ -354,7 +355,7 @@ def test_every_grad_sample_mode_trains_through_the_trainer_with_the_same_account
 
 
 def test_an_unknown_grad_sample_mode_is_refused_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="ghost, hooks, functorch, ew"):
+    with pytest.raises(ValueError, match="bookkeeping, ghost, hooks, functorch, ew"):
         DPSession(
             max_grad_norm=1.0, delta=DELTA, noise_multiplier=1.0, epochs=1, grad_sample_mode="x"
         )
