@@ -315,6 +315,8 @@ def export_text(r: dict[str, Any]) -> str:
         f"size      fp32 {r['fp32_bytes']} bytes -> int8 {r['int8_bytes']} bytes ({ratio:.1f}x)",
         f"accuracy  fp32 {acc(r['fp32_accuracy'])} -> int8 {acc(r['int8_accuracy'])}"
         + (f" on {r['data']} ({r['rows']} rows)" if r.get("data") else " (no data given)"),
+        f"method    {r['int8_method']}"
+        + (f" ({r['int8_fallback_reason']})" if r.get("int8_fallback_reason") else ""),
     ]
     return "\n".join(lines)
 

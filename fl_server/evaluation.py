@@ -20,9 +20,10 @@ from core_training.importance import permutation_importance
 from core_training.models import quantize_int8
 from core_training.pipeline import fit_preparation, local_stats
 from core_training.preprocess import Preprocessor
+from core_training.quantize import Int8Model, quantize_for_export
 from core_training.schema import DataError, schema_difference
 from core_training.trainer import evaluate, predict_proba
-from fl_common.modelfile import LoadedModel, preprocessing_from, save_model, serialized_size
+from fl_common.modelfile import LoadedModel, preprocessing_from, save_int8, serialized_size
 from privacy import store
 
 FROM_FILE = "from the model file"
@@ -124,35 +125,40 @@ def importance(
 def export_int8(
     loaded: LoadedModel, path: str | Path, out: Path, *, key: bytes, data: Prepared | None
 ) -> dict[str, Any]:
-    """Quantize to int8, save encrypted as kind ``export`` (keeping the model's
+    """Quantize to int8 (static, calibrated on ``data``; dynamic without data or where
+    static quantization fails), save encrypted as kind ``export`` (keeping the model's
     metadata), and compare sizes and, on ``data``, accuracies."""
     if loaded.quantized:
         raise ValueError(f"{path} is already an int8 export")
-    qmodel = quantize_int8(loaded.model)
-    qstate = qmodel.state_dict()
+    if data is None:
+        reason = "no data given to calibrate on (--data or --dataset)"
+        int8 = Int8Model(quantize_int8(loaded.model), "dynamic", reason)
+    else:
+        int8 = quantize_for_export(loaded.model, data.X)
     result: dict[str, Any] = {
         **describe(loaded, path),
         "fp32_bytes": serialized_size(loaded.model.state_dict()),
-        "int8_bytes": serialized_size(qstate),
         "fp32_accuracy": None,
         "int8_accuracy": None,
+        "int8_method": int8.method,
+        "int8_fallback_reason": int8.fallback_reason,
     }
     if data is not None:
         result["fp32_accuracy"] = evaluate(loaded.model, data.X, data.y)["accuracy"]
-        result["int8_accuracy"] = evaluate(qmodel, data.X, data.y)["accuracy"]
+        result["int8_accuracy"] = evaluate(int8.model, data.X, data.y)["accuracy"]
         result.update(data=data.table.source, rows=len(data.y), preprocessing=data.preprocessing)
     carried = {
         k: v
         for k, v in loaded.metadata.items()
         if k not in ("model_spec", "schema", "fp32_accuracy", "int8_accuracy")
+        and not k.startswith("int8_")
     }
-    saved = save_model(
+    saved, result["int8_bytes"] = save_int8(
         out,
-        qstate,
+        int8,
         key=key,
         spec=loaded.spec,
         schema=loaded.schema,
-        kind="export",
         **carried,
         fp32_accuracy=result["fp32_accuracy"],
         int8_accuracy=result["int8_accuracy"],
