@@ -165,3 +165,57 @@ def export_int8(
     )
     result.update(path=str(saved), file_bytes=saved.stat().st_size)
     return result
+
+
+def export_onnx(
+    loaded: LoadedModel, path: str | Path, out: Path, *, int8: bool, data: Prepared | None
+) -> dict[str, Any]:
+    """Write the model as plain (unencrypted) ONNX to ``out``, atomically. ``int8``:
+    the static int8 model (an int8 export file's, or quantized here, calibrated on
+    ``data``); refused where only dynamic int8 is possible."""
+    from core_training.onnx_export import OnnxUnsupported, onnx_bytes
+
+    if loaded.quantized and not int8:
+        raise ValueError(f"{path} is an int8 export: add --int8, or give the fp32 model")
+    method, reason = "fp32", None
+    model = loaded.model
+    if int8 and loaded.quantized:
+        method = loaded.metadata.get("int8_method", "dynamic")
+        reason = loaded.metadata.get("int8_fallback_reason")
+    elif int8:
+        if data is None:
+            raise ValueError(
+                "--int8 from an fp32 model needs rows to calibrate on: give --data or "
+                "--dataset, or an int8 export file"
+            )
+        quantized = quantize_for_export(loaded.model, data.X)
+        model, method, reason = quantized.model, quantized.method, quantized.fallback_reason
+    if int8 and method != "static":
+        why = f" ({reason})" if reason else ""
+        raise OnnxUnsupported(
+            f"cannot export int8 as ONNX: the model is dynamic int8{why}, which ONNX QDQ "
+            "cannot express"
+        )
+    content = onnx_bytes(model, loaded.spec.in_features)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with store.atomic_write(out) as handle:
+        handle.write(content)
+    result: dict[str, Any] = {
+        **describe(loaded, path),
+        "path": str(out),
+        "format": "onnx",
+        "precision": "int8" if int8 else "fp32",
+        "int8_method": method if int8 else None,
+        "file_bytes": out.stat().st_size,
+        "encrypted": False,
+        "input": {"name": "features", "shape": ["batch", loaded.spec.in_features]},
+        "output": {"name": "logits", "shape": ["batch", loaded.spec.num_classes]},
+        "accuracy": None,
+    }
+    if data is not None:
+        result.update(
+            accuracy=evaluate(model, data.X, data.y)["accuracy"],
+            data=data.table.source,
+            rows=len(data.y),
+        )
+    return result
