@@ -6,15 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from digits_models import train_digits
 from torch import nn
 
-from core_training.config import TrainConfig
-from core_training.data import load_table
-from core_training.models import build_model, quantize_int8
+from core_training.models import quantize_int8
 from core_training.onnx_export import INPUT, OnnxUnsupported, onnx_bytes
-from core_training.pipeline import model_spec_for, prepare_local, split
 from core_training.quantize import quantize_for_export
-from core_training.trainer import fit
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -23,22 +20,8 @@ onnx = pytest.importorskip("onnx")
 @pytest.fixture(scope="module", params=["cnn", "mlp"])
 def digits(request: pytest.FixtureRequest) -> tuple[nn.Module, np.ndarray, np.ndarray]:
     """A digits model trained briefly, its validation rows and held-out test rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = TrainConfig.from_dict({"model": request.param, "local-epochs": 6})
-        table = load_table("digits")
-        rest, test = split(table, test_fraction=0.25, seed=0)
-        train, val = split(rest, test_fraction=0.2, seed=0)
-        prepared = prepare_local(train, config)
-        torch.manual_seed(0)
-        model = build_model(model_spec_for(table, config))
-        fit(model, prepared.X, prepared.y, config, device=torch.device("cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    transform = prepared.preprocessor.transform
-    X_val = transform(val.X).astype(np.float32)
-    return model.eval(), X_val, transform(test.X).astype(np.float32)
+    model, X_val, X_test, _ = train_digits(request.param, 6)
+    return model, X_val, X_test
 
 
 def run_onnx(content: bytes, X: np.ndarray) -> np.ndarray:

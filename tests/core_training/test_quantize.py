@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from digits_models import train_digits
 from torch import nn
 
-from core_training.config import TrainConfig
-from core_training.data import load_table
 from core_training.models import ModelSpec, build_model
-from core_training.pipeline import model_spec_for, prepare_local, split
 from core_training.quantize import (
     int8_template,
     load_int8,
@@ -19,7 +17,7 @@ from core_training.quantize import (
     quantize_for_export,
     unpack_int8,
 )
-from core_training.trainer import evaluate, fit
+from core_training.trainer import evaluate
 from fl_common.modelfile import serialized_size
 
 MLP_SPEC = ModelSpec("mlp", 64, 10, hidden_sizes=(32, 16))
@@ -30,21 +28,7 @@ CNN_SPEC = ModelSpec("cnn", 64, 10, image_shape=(1, 8, 8))
 def digits_cnn() -> tuple[nn.Module, np.ndarray, np.ndarray, np.ndarray]:
     """The default digits CNN trained briefly, its calibration (validation) rows and
     held-out test rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        config = TrainConfig.from_dict({"model": "cnn", "local-epochs": 8})
-        table = load_table("digits")
-        rest, test = split(table, test_fraction=0.25, seed=0)
-        train, val = split(rest, test_fraction=0.2, seed=0)
-        prepared = prepare_local(train, config)
-        torch.manual_seed(0)
-        model = build_model(model_spec_for(table, config))
-        fit(model, prepared.X, prepared.y, config, device=torch.device("cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    transform = prepared.preprocessor.transform
-    return model.eval(), transform(val.X), transform(test.X), test.y
+    return train_digits("cnn", 8)
 
 
 def outputs(model: nn.Module, X: np.ndarray) -> torch.Tensor:
