@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from core_training.models import ModelSpec, build_model, quantize_int8
+from core_training.models import ModelSpec, build_model
 from core_training.preprocess import Preprocessor
+from core_training.quantize import PACKING, Int8Model, load_int8, pack_int8
 from core_training.schema import Schema
 from privacy import store
 
@@ -88,10 +89,40 @@ def load_model(path: str | Path, *, key: bytes) -> LoadedModel:
     model = build_model(spec)
     quantized = kind == "export"
     if quantized:
-        model = quantize_int8(model)
-    model.load_state_dict(payload)
+        # Exports written before static quantization hold a plain dynamic state dict.
+        method = meta.get("int8_method", "dynamic")
+        model = load_int8(model, payload, method, packed=meta.get("int8_packing") == PACKING)
+    else:
+        model.load_state_dict(payload)
     model.eval()
     return LoadedModel(model, spec, schema, meta, quantized)
+
+
+def save_int8(
+    path: Path,
+    int8: Int8Model,
+    *,
+    key: bytes,
+    spec: ModelSpec,
+    schema: Schema | None,
+    **extra: Any,
+) -> tuple[Path, int]:
+    """Write an int8 model as kind ``export`` in the packed layout, recording how it
+    was quantized; returns the path and the payload's size before encryption."""
+    payload = pack_int8(int8.model.state_dict())
+    path = save_model(
+        path,
+        payload,
+        key=key,
+        spec=spec,
+        schema=schema,
+        kind="export",
+        int8_method=int8.method,
+        int8_fallback_reason=int8.fallback_reason,
+        int8_packing=PACKING,
+        **extra,
+    )
+    return path, serialized_size(payload)
 
 
 def state_from_arrays(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -432,26 +432,31 @@ class Federation:
         return summary
 
     def _export(self, state: RunState) -> dict[str, Any]:
-        """The best model quantized to int8, encrypted, with sizes and accuracies."""
+        """The best model quantized to int8, encrypted, with sizes and accuracies:
+        static int8 calibrated on the server's validation rows; with federated
+        validation (no rows here) dynamic int8, which the silos can evaluate."""
         from core_training.models import quantize_int8
+        from core_training.quantize import Int8Model, quantize_for_export
+        from fl_common.modelfile import save_int8
 
         model = build_model(state.spec)
         model.load_state_dict(state_from_arrays(state.best))
-        qmodel = quantize_int8(model)
-        qstate = qmodel.state_dict()
         if self.settings.validation == "server":
+            assert self.loop.validation is not None
+            int8_model = quantize_for_export(model, self.loop.validation[0])
             fp32 = self.loop.server_metrics(state.best)["val_accuracy"]
-            int8 = self.loop.server_metrics(state.best, int8=True)["val_accuracy"]
+            int8 = self.loop.model_metrics(int8_model.model)["val_accuracy"]
         else:  # both on the same nodes, in the same message round
+            reason = "validation is federated: the server holds no rows to calibrate on"
+            int8_model = Int8Model(quantize_int8(model), "dynamic", reason)
             both = self.loop.federated_metrics(state.best, state.prep, state.nodes)
             fp32, int8 = both.get("val_accuracy"), both.get("int8_val_accuracy")
-        path = save_model(
+        path, int8_bytes = save_int8(
             self.run_dir / EXPORT_FILE,
-            qstate,
+            int8_model,
             key=self.key,
             spec=state.spec,
             schema=state.schema,
-            kind="export",
             round=state.early_stopping.best_round,
             fp32_accuracy=fp32,
             int8_accuracy=int8,
@@ -460,9 +465,11 @@ class Federation:
         return {
             "path": str(path),
             "fp32_bytes": serialized_size(model.state_dict()),
-            "int8_bytes": serialized_size(qstate),
+            "int8_bytes": int8_bytes,
             "fp32_accuracy": fp32,
             "int8_accuracy": int8,
+            "int8_method": int8_model.method,
+            "int8_fallback_reason": int8_model.fallback_reason,
         }
 
 

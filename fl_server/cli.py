@@ -298,24 +298,47 @@ def evaluate_text(r: dict[str, Any]) -> str:
 
 
 def export_cmd(args: argparse.Namespace) -> dict[str, Any]:
-    from .evaluation import export_int8
+    from .evaluation import export_int8, export_onnx
 
     key = key_from(args)
+    if args.int8 and args.format != "onnx":
+        raise CLIError("--int8 goes with --format onnx (the default format is int8 already)")
     loaded, data = _prepared(args, key)
+    if args.format == "onnx":
+        return export_onnx(loaded, args.model, Path(args.out), int8=args.int8, data=data)
     return export_int8(loaded, args.model, Path(args.out), key=key, data=data)
 
 
-def export_text(r: dict[str, Any]) -> str:
-    def acc(v: float | None) -> str:
-        return "-" if v is None else f"{v:.4f}"
+def _acc(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
+
+def export_text(r: dict[str, Any]) -> str:
+    if r.get("format") == "onnx":
+        return _onnx_text(r)
     ratio = r["fp32_bytes"] / max(r["int8_bytes"], 1)
     lines = [
         f"wrote {r['path']} (int8, kind export, {r['file_bytes']} bytes encrypted)",
         f"size      fp32 {r['fp32_bytes']} bytes -> int8 {r['int8_bytes']} bytes ({ratio:.1f}x)",
-        f"accuracy  fp32 {acc(r['fp32_accuracy'])} -> int8 {acc(r['int8_accuracy'])}"
+        f"accuracy  fp32 {_acc(r['fp32_accuracy'])} -> int8 {_acc(r['int8_accuracy'])}"
         + (f" on {r['data']} ({r['rows']} rows)" if r.get("data") else " (no data given)"),
+        f"method    {r['int8_method']}"
+        + (f" ({r['int8_fallback_reason']})" if r.get("int8_fallback_reason") else ""),
     ]
+    return "\n".join(lines)
+
+
+def _onnx_text(r: dict[str, Any]) -> str:
+    precision = "int8, static QDQ" if r["precision"] == "int8" else "fp32"
+    lines = [
+        f"wrote {r['path']} (ONNX, {precision}, {r['file_bytes']} bytes)",
+        "NOT encrypted: anyone with this file can run the model; keep it where the model may go",
+        f"input     {r['input']['name']}: float32 [batch, {r['input']['shape'][1]}], the"
+        " features cleaned with the model file's preprocessing (not in the ONNX file)",
+        f"output    {r['output']['name']}: float32 [batch, {r['output']['shape'][1]}]",
+    ]
+    if r.get("data"):
+        lines.append(f"accuracy  {_acc(r['accuracy'])} on {r['data']} ({r['rows']} rows)")
     return "\n".join(lines)
 
 
@@ -619,11 +642,30 @@ COMMANDS = [
     ),
     Command(
         "export",
-        "quantize a model file to int8 (kind export) and compare size and accuracy",
-        "fl-server export models/round-3.bin --out models/model-int8.bin --dataset breast-cancer",
+        "quantize a model file to int8 (kind export) and compare size and accuracy; "
+        "or write it as plain, unencrypted ONNX (--format onnx)",
+        "fl-server export models/round-3.bin --out models/model-int8.bin --dataset breast-cancer\n"
+        "fl-server export models/round-3.bin --format onnx --int8 --out model.onnx "
+        "--dataset breast-cancer",
         export_cmd,
         export_text,
-        [arg("model", metavar="MODEL"), arg("--out", required=True, metavar="FILE")],
+        [
+            arg("model", metavar="MODEL"),
+            arg("--out", required=True, metavar="FILE"),
+            arg(
+                "--format",
+                choices=("int8", "onnx"),
+                default="int8",
+                help="int8: the encrypted int8 export (default); onnx: a plain ONNX file, "
+                "NOT encrypted",
+            ),
+            arg(
+                "--int8",
+                action="store_true",
+                help="with --format onnx: the static int8 model (QDQ); from an fp32 model "
+                "it is calibrated on the data given",
+            ),
+        ],
         key=True,
         data="optional",
     ),

@@ -20,9 +20,10 @@ from core_training.importance import permutation_importance
 from core_training.models import quantize_int8
 from core_training.pipeline import fit_preparation, local_stats
 from core_training.preprocess import Preprocessor
+from core_training.quantize import Int8Model, quantize_for_export
 from core_training.schema import DataError, schema_difference
 from core_training.trainer import evaluate, predict_proba
-from fl_common.modelfile import LoadedModel, preprocessing_from, save_model, serialized_size
+from fl_common.modelfile import LoadedModel, preprocessing_from, save_int8, serialized_size
 from privacy import store
 
 FROM_FILE = "from the model file"
@@ -124,38 +125,97 @@ def importance(
 def export_int8(
     loaded: LoadedModel, path: str | Path, out: Path, *, key: bytes, data: Prepared | None
 ) -> dict[str, Any]:
-    """Quantize to int8, save encrypted as kind ``export`` (keeping the model's
+    """Quantize to int8 (static, calibrated on ``data``; dynamic without data or where
+    static quantization fails), save encrypted as kind ``export`` (keeping the model's
     metadata), and compare sizes and, on ``data``, accuracies."""
     if loaded.quantized:
         raise ValueError(f"{path} is already an int8 export")
-    qmodel = quantize_int8(loaded.model)
-    qstate = qmodel.state_dict()
+    if data is None:
+        reason = "no data given to calibrate on (--data or --dataset)"
+        int8 = Int8Model(quantize_int8(loaded.model), "dynamic", reason)
+    else:
+        int8 = quantize_for_export(loaded.model, data.X)
     result: dict[str, Any] = {
         **describe(loaded, path),
         "fp32_bytes": serialized_size(loaded.model.state_dict()),
-        "int8_bytes": serialized_size(qstate),
         "fp32_accuracy": None,
         "int8_accuracy": None,
+        "int8_method": int8.method,
+        "int8_fallback_reason": int8.fallback_reason,
     }
     if data is not None:
         result["fp32_accuracy"] = evaluate(loaded.model, data.X, data.y)["accuracy"]
-        result["int8_accuracy"] = evaluate(qmodel, data.X, data.y)["accuracy"]
+        result["int8_accuracy"] = evaluate(int8.model, data.X, data.y)["accuracy"]
         result.update(data=data.table.source, rows=len(data.y), preprocessing=data.preprocessing)
     carried = {
         k: v
         for k, v in loaded.metadata.items()
         if k not in ("model_spec", "schema", "fp32_accuracy", "int8_accuracy")
+        and not k.startswith("int8_")
     }
-    saved = save_model(
+    saved, result["int8_bytes"] = save_int8(
         out,
-        qstate,
+        int8,
         key=key,
         spec=loaded.spec,
         schema=loaded.schema,
-        kind="export",
         **carried,
         fp32_accuracy=result["fp32_accuracy"],
         int8_accuracy=result["int8_accuracy"],
     )
     result.update(path=str(saved), file_bytes=saved.stat().st_size)
+    return result
+
+
+def export_onnx(
+    loaded: LoadedModel, path: str | Path, out: Path, *, int8: bool, data: Prepared | None
+) -> dict[str, Any]:
+    """Write the model as plain (unencrypted) ONNX to ``out``, atomically. ``int8``:
+    the static int8 model (an int8 export file's, or quantized here, calibrated on
+    ``data``); refused where only dynamic int8 is possible."""
+    from core_training.onnx_export import OnnxUnsupported, onnx_bytes
+
+    if loaded.quantized and not int8:
+        raise ValueError(f"{path} is an int8 export: add --int8, or give the fp32 model")
+    method, reason = "fp32", None
+    model = loaded.model
+    if int8 and loaded.quantized:
+        method = loaded.metadata.get("int8_method", "dynamic")
+        reason = loaded.metadata.get("int8_fallback_reason")
+    elif int8:
+        if data is None:
+            raise ValueError(
+                "--int8 from an fp32 model needs rows to calibrate on: give --data or "
+                "--dataset, or an int8 export file"
+            )
+        quantized = quantize_for_export(loaded.model, data.X)
+        model, method, reason = quantized.model, quantized.method, quantized.fallback_reason
+    if int8 and method != "static":
+        why = f" ({reason})" if reason else ""
+        raise OnnxUnsupported(
+            f"cannot export int8 as ONNX: the model is dynamic int8{why}, which ONNX QDQ "
+            "cannot express"
+        )
+    content = onnx_bytes(model, loaded.spec.in_features)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with store.atomic_write(out) as handle:
+        handle.write(content)
+    result: dict[str, Any] = {
+        **describe(loaded, path),
+        "path": str(out),
+        "format": "onnx",
+        "precision": "int8" if int8 else "fp32",
+        "int8_method": method if int8 else None,
+        "file_bytes": out.stat().st_size,
+        "encrypted": False,
+        "input": {"name": "features", "shape": ["batch", loaded.spec.in_features]},
+        "output": {"name": "logits", "shape": ["batch", loaded.spec.num_classes]},
+        "accuracy": None,
+    }
+    if data is not None:
+        result.update(
+            accuracy=evaluate(model, data.X, data.y)["accuracy"],
+            data=data.table.source,
+            rows=len(data.y),
+        )
     return result

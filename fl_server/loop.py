@@ -356,11 +356,14 @@ class RoundLoop:
 
     # -- evaluation --------------------------------------------------------------------
 
-    def server_metrics(self, arrays: Arrays, *, int8: bool = False) -> dict[str, float]:
-        """Validation metrics of a model on the server's held-out split."""
-        assert self.validation is not None
+    def server_metrics(self, arrays: Arrays) -> dict[str, float]:
+        """Validation metrics of a model's arrays on the server's held-out split."""
         assert self.model_spec is not None
-        model = load_arrays(self.model_spec, arrays, int8=int8)
+        return self.model_metrics(load_arrays(self.model_spec, arrays))
+
+    def model_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics of a model (fp32 or int8) on the server's held-out split."""
+        assert self.validation is not None
         m = evaluate(model, *self.validation)
         return {k: float(m[k.removeprefix("val_")]) for k in VAL_METRICS}
 

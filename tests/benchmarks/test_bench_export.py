@@ -26,6 +26,16 @@ def test_every_figure_is_a_finite_number_and_the_section_is_written(quick) -> No
 
 def test_int8_files_are_smaller_and_accuracies_are_fractions(quick) -> None:
     results, _ = quick
-    for model in results["export"]["models"]:
+    measured = [m for m in results["export"]["models"] if "skipped" not in m]
+    assert any(m["model"].startswith("digits CNN") for m in measured)
+    for model in measured:
         assert model["int8_bytes"] < model["fp32_bytes"]
         assert 0.0 <= model["int8_accuracy"] <= 1.0
+        assert model["int8_method"] in ("static", "dynamic")
+
+
+def test_an_arm_not_measured_says_why_in_the_section(quick) -> None:
+    results, md = quick
+    for model in results["export"]["models"]:
+        if "skipped" in model:
+            assert f"{model['model']}: not measured, {model['skipped']}" in md

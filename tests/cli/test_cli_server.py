@@ -7,12 +7,13 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_helpers import FAST, Round, Workspace, assert_one_line_error, call, run_cli
 
 from core_training.schema import Feature, Schema
 from fl_common.jsonio import write_json
 from privacy import store
-from privacy.keys import load_key_file
+from privacy.keys import is_encrypted_file, load_key_file
 
 
 def test_keygen_makes_a_0600_key_and_refuses_to_overwrite_it(ws: Workspace) -> None:
@@ -147,6 +148,95 @@ def test_export_prints_sizes_and_accuracies_and_writes_an_int8_export(first_roun
     assert json.loads(again.out)["int8"] is True
     refused = call("fl-server", "export", out, "--out", ws.path("x.bin"), "--key-file", ws.key)
     assert_one_line_error(refused, "already an int8 export")
+
+
+def _onnx_and_torch_outputs(onnx_file: Path, model_file: Path, ws: Workspace) -> tuple:
+    """onnxruntime's and PyTorch's outputs for the model file on the cleaned test rows."""
+    import onnxruntime as ort
+    import torch
+
+    from core_training.data import load_table
+    from fl_common.modelfile import load_model
+    from fl_server.evaluation import prepare
+
+    key = load_key_file(ws.key)
+    loaded = load_model(model_file, key=key)
+    rows = prepare(loaded, model_file, load_table(ws.test, schema=ws.schema), key=key).X
+    rows = rows.astype(np.float32)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = loaded.model(torch.from_numpy(rows)).numpy()
+    return session.run(None, {"features": rows})[0], expected
+
+
+def test_export_onnx_writes_a_plain_onnx_file_and_says_it_is_not_encrypted(
+    first_round: Round,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    ws = first_round.ws
+    out = ws.path("served", "model.onnx")
+    result = run_cli(
+        ws, "fl-server", "export", first_round.updates[0], "--format", "onnx", "--out", out,
+        "--key-file", ws.key,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"wrote {out} (ONNX, fp32, ")
+    assert "NOT encrypted" in result.out
+    assert not is_encrypted_file(out)
+    got, expected = _onnx_and_torch_outputs(out, first_round.updates[0], ws)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_export_onnx_int8_from_a_static_export_matches_it_on_the_test_rows(
+    first_round: Round,
+) -> None:
+    pytest.importorskip("onnxruntime")
+    ws = first_round.ws
+    export = ws.path("static-int8.bin")
+    made = call(
+        "fl-server", "export", first_round.updates[1], "--out", export, "--data", ws.test,
+        "--schema", ws.schema, "--key-file", ws.key, "--json",
+    )  # fmt: skip
+    assert made.code == 0, made.err
+    assert json.loads(made.out)["int8_method"] == "static"
+    out = ws.path("model-int8.onnx")
+    result = call(
+        "fl-server", "export", export, "--format", "onnx", "--int8", "--out", out,
+        "--key-file", ws.key,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    assert "(ONNX, int8, static QDQ, " in result.out
+    got, expected = _onnx_and_torch_outputs(out, export, ws)
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.98
+    assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
+
+
+def test_export_onnx_refuses_what_it_cannot_write_in_one_line_and_writes_nothing(
+    first_round: Round,
+) -> None:
+    ws = first_round.ws
+    dynamic = ws.path("dynamic-int8.bin")
+    made = call("fl-server", "export", first_round.updates[2], "--out", dynamic,
+                "--key-file", ws.key)  # fmt: skip
+    assert made.code == 0, made.err
+    assert "method    dynamic (no data given to calibrate on" in made.out
+    out = ws.path("refused.onnx")
+    cases = [
+        ((dynamic, "--int8"), ["dynamic int8", "no data given to calibrate on", "QDQ"]),
+        ((dynamic,), ["is an int8 export", "--int8"]),
+        ((first_round.updates[2], "--int8"), ["needs rows to calibrate on"]),
+    ]
+    for extra, needles in cases:
+        refused = call("fl-server", "export", *extra, "--format", "onnx", "--out", out,
+                       "--key-file", ws.key)  # fmt: skip
+        assert_one_line_error(refused, *needles)
+    wrong_key = call("fl-server", "export", dynamic, "--format", "onnx", "--int8", "--out", out,
+                     "--key-file", ws.other_key)  # fmt: skip
+    assert wrong_key.code == 2 and "Traceback" not in wrong_key.err
+    not_onnx = call("fl-server", "export", first_round.updates[2], "--int8", "--out", out,
+                    "--key-file", ws.key)  # fmt: skip
+    assert_one_line_error(not_onnx, "--int8 goes with --format onnx")
+    assert not out.exists()
 
 
 def test_inspect_describes_files_without_weights(first_round: Round) -> None:

@@ -1,4 +1,5 @@
-"""Model files: fp32 and int8 exports load back as working models; other files do not."""
+"""Model files: fp32 and int8 exports (static and dynamic) load back as working models;
+other files, wrong keys and changed bytes do not."""
 
 from __future__ import annotations
 
@@ -10,8 +11,15 @@ import torch
 from torch import nn
 
 from core_training.models import ModelSpec, build_model, quantize_int8
+from core_training.quantize import Int8Model, quantize_for_export
 from core_training.schema import Feature, Schema
-from fl_common.modelfile import arrays_from_state, load_model, save_model, serialized_size
+from fl_common.modelfile import (
+    arrays_from_state,
+    load_model,
+    save_int8,
+    save_model,
+    serialized_size,
+)
 from fl_server.early_stopping import EarlyStopping
 from fl_server.state import RunState, load_checkpoint, save_checkpoint
 from privacy import store
@@ -146,3 +154,52 @@ def test_load_model_with_the_wrong_key_raises_decryption_error(
     path = save_model(artifacts / "m.bin", trained.state_dict(), key=key, spec=SPEC, schema=None)
     with pytest.raises(DecryptionError):
         load_model(path, key=os.urandom(32))
+
+
+@pytest.fixture
+def static_export(
+    trained: nn.Module, data: tuple[torch.Tensor, torch.Tensor], artifacts: Path, key: bytes
+) -> tuple[Path, Int8Model]:
+    X, _ = data
+    int8 = quantize_for_export(trained, X[:300].numpy())
+    path, _ = save_int8(artifacts / "model-int8.bin", int8, key=key, spec=SPEC, schema=SCHEMA)
+    return path, int8
+
+
+def test_static_int8_export_loads_with_the_outputs_it_was_saved_with(
+    static_export: tuple[Path, Int8Model], data: tuple[torch.Tensor, torch.Tensor], key: bytes
+) -> None:
+    path, int8 = static_export
+    X, _ = data
+    loaded = load_model(path, key=key)
+    assert loaded.quantized and int8.method == "static"
+    assert loaded.metadata["int8_method"] == "static"
+    assert loaded.metadata["int8_fallback_reason"] is None
+    with torch.no_grad():
+        assert torch.equal(loaded.model(X), int8.model(X))
+
+
+def test_a_dynamic_export_records_why_it_is_not_static(
+    trained: nn.Module, data: tuple[torch.Tensor, torch.Tensor], artifacts: Path, key: bytes
+) -> None:
+    X, _ = data
+    int8 = quantize_for_export(trained, None)
+    path, _ = save_int8(artifacts / "d.bin", int8, key=key, spec=SPEC, schema=None)
+    loaded = load_model(path, key=key)
+    assert loaded.metadata["int8_method"] == "dynamic"
+    assert loaded.metadata["int8_fallback_reason"] == "no validation rows to calibrate on"
+    with torch.no_grad():
+        assert torch.equal(loaded.model(X), int8.model(X))
+
+
+def test_a_static_export_with_the_wrong_key_or_one_changed_byte_is_refused(
+    static_export: tuple[Path, Int8Model], key: bytes
+) -> None:
+    path, _ = static_export
+    with pytest.raises(DecryptionError):
+        load_model(path, key=os.urandom(32))
+    blob = bytearray(path.read_bytes())
+    blob[-40] ^= 0x01  # inside the payload's last chunk
+    path.write_bytes(bytes(blob))
+    with pytest.raises(DecryptionError):
+        load_model(path, key=key)

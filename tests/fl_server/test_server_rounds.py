@@ -592,3 +592,29 @@ def test_a_node_asked_to_train_past_a_reachable_target_declines_and_spends_nothi
         assert reply.content[p.INFO]["policy_key"] == "dp-target-unreachable"
     assert summary["stop_reason"] == "policy-declined"
     assert summary["rounds_completed"] == 1 and summary["epsilon_max"] is None
+
+
+def test_with_server_validation_the_export_is_static_int8_scored_on_the_validation_rows(
+    tmp_path: Path,
+) -> None:
+    summary, _, federation = federate(tmp_path, **{"num-server-rounds": 1, "export-int8": True})
+    export = summary["export"]
+    assert export["int8_method"] == "static" and export["int8_fallback_reason"] is None
+    loaded = load_model(export["path"], key=federation.key)
+    assert loaded.quantized and loaded.metadata["int8_method"] == "static"
+    X, y = federation.loop.validation
+    with torch.no_grad():
+        predicted = loaded.model(torch.as_tensor(X, dtype=torch.float32)).argmax(1).numpy()
+    assert export["int8_accuracy"] == pytest.approx(float((predicted == y).mean()))
+    assert export["int8_bytes"] < export["fp32_bytes"]
+
+
+def test_with_federated_validation_the_export_is_dynamic_and_the_summary_says_why(
+    tmp_path: Path,
+) -> None:
+    summary, _, _ = federate(
+        tmp_path, validation="federated", **{"num-server-rounds": 1, "export-int8": True}
+    )
+    export = summary["export"]
+    assert export["int8_method"] == "dynamic"
+    assert "no rows to calibrate on" in export["int8_fallback_reason"]
