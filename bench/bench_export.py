@@ -18,7 +18,6 @@ dominate, and a residual CNN from ``examples/resnet_small.py`` when that file ex
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 import sys
@@ -69,7 +68,6 @@ def _compare(
     repeats: int,
     *,
     per_channel: bool = False,
-    make_model: Any = None,
 ) -> dict[str, Any]:
     config = TrainConfig.from_dict({"model": "mlp", **settings})
     table = load_table(dataset, **params)
@@ -77,7 +75,7 @@ def _compare(
     train, val = split(rest, test_fraction=0.2, seed=0)
     prepared = prepare_local(train, config)
     torch.manual_seed(0)
-    model = make_model() if make_model else build_model(model_spec_for(table, config))
+    model = build_model(model_spec_for(table, config))
     fit(
         model,
         prepared.X,
@@ -126,26 +124,18 @@ def _compare(
 
 
 def _residual(quick: bool, repeats: int) -> dict[str, Any]:
-    """The residual CNN arm: ``examples/resnet_small.py`` must define
-    ``build_model(num_classes, image_shape)`` returning a module that takes flat rows."""
+    """The residual CNN of ``examples/resnet_small.py``, built as a run would build it
+    (``model = "examples.resnet_small:build"``), with BatchNorm, which static
+    quantization folds into the convolutions (no DP here, so BatchNorm is allowed)."""
     name = "residual CNN (examples/resnet_small.py)"
     if not RESIDUAL.exists():
         return {"model": name, "skipped": f"{RESIDUAL.relative_to(ROOT)} does not exist"}
-    spec = importlib.util.spec_from_file_location("resnet_small", RESIDUAL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not callable(getattr(module, "build_model", None)):
-        return {"model": name, "skipped": "it defines no build_model(num_classes, image_shape)"}
-    settings = {"local-epochs": 3 if quick else 20}
-    result = _compare(
-        name,
-        "digits",
-        settings,
-        {},
-        repeats,
-        make_model=lambda: module.build_model(num_classes=10, image_shape=(1, 8, 8)),
-    )
+    settings = {
+        "model": "examples.resnet_small:build",
+        "model-args": '{"norm": "batch"}',
+        "local-epochs": 3 if quick else 20,
+    }
+    result = _compare(name, "digits", settings, {}, repeats)
     return {**result, "targets": TARGETS["residual"]}
 
 

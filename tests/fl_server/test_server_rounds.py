@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
 
 sys.path.insert(0, str(Path(__file__).parent))
