@@ -39,7 +39,7 @@ AUTO: dict[str, Any] = {
 }
 RECIPES: dict[str, dict[str, Any]] = {
     "plain": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 32, "local_epochs": 2},
-    "dp": {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 256, "local_epochs": 1},
+    "dp": {"optimizer": "sgd", "learning_rate": 1.0, "batch_size": 512, "local_epochs": 3},
 }
 
 

@@ -124,12 +124,12 @@ def test_config_is_frozen() -> None:
 
 def test_zero_and_auto_leave_keys_to_the_recipe_of_the_mode() -> None:
     config = TrainConfig.from_dict(
-        {"optimizer": "auto", "learning-rate": 0.0, "batch-size": 0, "local-epochs": 3}
+        {"optimizer": "auto", "learning-rate": 0.0, "batch-size": 0, "local-epochs": 4}
     )
     assert config.auto_keys() == ("optimizer", "learning-rate", "batch-size")
     private = config.for_mode(dp=True)
-    assert (private.optimizer, private.learning_rate, private.batch_size) == ("sgd", 0.5, 256)
-    assert private.local_epochs == 3 and private.auto_keys() == ()
+    assert (private.optimizer, private.learning_rate, private.batch_size) == ("sgd", 1.0, 512)
+    assert private.local_epochs == 4 and private.auto_keys() == ()
     plain = config.for_mode(dp=False)
     assert (plain.optimizer, plain.learning_rate, plain.batch_size) == ("adam", 0.001, 32)
 

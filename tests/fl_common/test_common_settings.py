@@ -186,10 +186,10 @@ def test_pyproject_leaves_the_recipe_keys_to_the_mode() -> None:
     assert {k: raw[k] for k in RECIPE_KEYS} == RECIPE_KEYS
 
 
-def test_a_dp_run_without_its_own_recipe_trains_with_sgd_lr_05_batch_256() -> None:
+def test_a_dp_run_without_its_own_recipe_trains_with_sgd_lr_1_batch_512_3_epochs() -> None:
     _, config = from_run_config({**pyproject_config(), "dp": True})
-    assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 0.5, 0.9)
-    assert (config.batch_size, config.local_epochs) == (256, 1)
+    assert (config.optimizer, config.learning_rate, config.momentum) == ("sgd", 1.0, 0.9)
+    assert (config.batch_size, config.local_epochs) == (512, 3)
 
 
 def test_a_run_without_dp_keeps_the_plain_recipe() -> None:
@@ -204,13 +204,13 @@ def test_a_run_without_dp_keeps_the_plain_recipe() -> None:
         ("optimizer", "adamw", "optimizer"),
         ("learning-rate", 0.01, "learning_rate"),
         ("batch-size", 64, "batch_size"),
-        ("local-epochs", 3, "local_epochs"),
+        ("local-epochs", 2, "local_epochs"),
     ],
 )
 def test_an_explicit_setting_wins_over_the_dp_recipe(key: str, value: Any, field: str) -> None:
     _, config = from_run_config({**pyproject_config(), "dp": True, key: value})
     assert getattr(config, field) == value
-    recipe = {"optimizer": "sgd", "learning_rate": 0.5, "batch_size": 256, "local_epochs": 1}
+    recipe = {"optimizer": "sgd", "learning_rate": 1.0, "batch_size": 512, "local_epochs": 3}
     for other, chosen in recipe.items():  # the keys left to the recipe still get it
         if other != field:
             assert getattr(config, other) == chosen
