@@ -17,7 +17,7 @@ from core_training.trainer import fit
 def test_patterns_are_split_on_commas_and_an_empty_one_is_refused() -> None:
     assert parse_patterns(" net.0.*,  head.* ", "freeze") == ("net.0.*", "head.*")
     assert parse_patterns("  ", "freeze") == ()
-    with pytest.raises(ConfigError, match="'freeze'.*empty pattern"):
+    with pytest.raises(ConfigError, match=r"'freeze'.*empty pattern"):
         parse_patterns("net.0.*,,head.*", "freeze")
 
 
