@@ -507,7 +507,7 @@ def _figures(entry: dict[str, Any], prefix: str, model_round: int) -> dict[str, 
     """A personalized run's accuracy of the personalized models (``prefix`` "") or of
     the global model ("global_") in the round ``entry`` describes: pooled over the
     silos' validation rows, the mean of the silos' own, and each silo's."""
-    by_silo = entry.get("personalized_by_silo" if not prefix else "global_by_silo") or {}
+    by_silo = entry.get(f"{prefix}val_accuracy_by_silo") or {}
     return {
         "round": model_round,
         "pooled_accuracy": entry.get(f"{prefix}val_accuracy"),

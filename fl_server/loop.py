@@ -432,17 +432,19 @@ class RoundLoop:
 
 
 def validation_metrics(found: list[tuple[int, Evaluation]], book: NodeBook) -> dict[str, Any]:
-    """The pooled validation of ``(node, evaluation)`` pairs. Where the silos keep local
-    layers, the pooled ``val_*`` describe their personalized models; the global model's
-    figures come as ``global_val_*``, and each silo's accuracy of both by its name
-    (``personalized_by_silo``, ``global_by_silo``)."""
+    """The pooled validation of ``(node, evaluation)`` pairs, and each silo's accuracy
+    by its name (``val_accuracy_by_silo``). Where the silos keep local layers, the
+    ``val_*`` figures describe their personalized models and the global model's come as
+    ``global_val_*`` (``global_val_accuracy_by_silo`` too)."""
     metrics = pool_evaluations([e for _, e in found])
+    metrics["val_accuracy_by_silo"] = {book.label(n): e.accuracy for n, e in found}
     both = [(n, e, e.global_model) for n, e in found if e.global_model is not None]
     if both:
         pooled = pool_evaluations([g for _, _, g in both])
         metrics.update({p.GLOBAL_PREFIX + k: v for k, v in pooled.items()})
-        metrics["personalized_by_silo"] = {book.label(n): e.accuracy for n, e, _ in both}
-        metrics["global_by_silo"] = {book.label(n): g.accuracy for n, _, g in both}
+        metrics[f"{p.GLOBAL_PREFIX}val_accuracy_by_silo"] = {
+            book.label(n): g.accuracy for n, _, g in both
+        }
     return metrics
 
 

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITES = ("privacy", "accounting", "export", "federation", "dp_accuracy", "overhead", "scale")
+SUITES = (
+    "privacy",
+    "accounting",
+    "export",
+    "federation",
+    "dp_accuracy",
+    "overhead",
+    "scale",
+    "personalization",
+)
 
 
 def run_quick(suite: str, out: Path) -> tuple[dict[str, Any], str]:
