@@ -9,6 +9,12 @@
 - ``evaluate`` validates a model without training (the server asks once at the end,
   for the final model, when validation is federated), as fp32 or int8 as asked.
 
+With ``freeze``, ``local-layers`` or ``fedbn`` the messages carry only the shared
+weights: the statistics query brings the rest once, the silo keeps it encrypted in its
+fedsilo home (:mod:`.personal`), completes every model it receives from it, and sends
+back only the shared weights; with local layers it validates both its personalized
+model and the global one.
+
 Before any of these the silo checks the run against its own policy (``privacy.policy``):
 a run that asks for less protection than the policy allows is declined with the policy
 key it breaks, before anything is computed or sent. Every message checks again, so a

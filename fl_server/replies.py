@@ -6,9 +6,10 @@ The server believes no number it did not check. Every value passes one gate
 Counts are integers and no larger than what that node reported at the statistics step;
 accuracies lie in [0, 1]; losses and epsilon are non-negative; a confusion matrix has the
 federation's classes and sums to the examples it claims. Model arrays must match the
-global model (:func:`fl_server.aggregation.check_update`). Anything else, including a
-reply that is malformed in a way nobody foresaw, is rejected inside :func:`_guard`, so a
-hostile node costs itself its round and never the run.
+global model's shared weights (:func:`fl_server.aggregation.check_update`); a reply that
+carries a weight the run keeps on the silos (frozen or local) is rejected unread.
+Anything else, including a reply that is malformed in a way nobody foresaw, is rejected
+inside :func:`_guard`, so a hostile node costs itself its round and never the run.
 """
 
 from __future__ import annotations

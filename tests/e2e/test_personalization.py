@@ -1,31 +1,29 @@
-"""A personalized federation in a real `flwr run` simulation (Ray): FedPer on the
-digits CNN, two silos, two rounds. The head never travels; each silo keeps its own,
-encrypted in its fedsilo home; the summary reports the personalized and the global
-accuracy of each silo."""
+"""A personalized federation in a real `flwr run` simulation (Ray): the guide's FedPer
+scenario (simulations/scenarios/digits-fedper.toml) with two silos and two rounds. The
+head never travels; each silo keeps its own, encrypted in its fedsilo home; the summary
+reports the personalized and the global accuracy of each silo."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from fl_client import personal
 from fl_common.modelfile import load_model
+from harness.local_run import ROOT
 from privacy.keys import is_encrypted_file, load_key_file
 
 pytestmark = pytest.mark.e2e
 
+SCENARIO = ROOT / "simulations" / "scenarios" / "digits-fedper.toml"
+
 
 def test_a_fedper_run_keeps_each_silo_s_head_and_reports_both_accuracies(flwr) -> None:
-    config = {
-        "dataset": "digits",
-        "model": "cnn",
-        "local-layers": "head.*",
-        "validation": "federated",
-        "num-server-rounds": 2,
-        "local-epochs": 2,
-        "run-name": "fedper",
-    }
+    config = tomllib.loads(SCENARIO.read_text())
+    assert config["local-layers"] == "head.*" and config["validation"] == "federated"
+    config.update({"num-server-rounds": 2, "local-epochs": 2, "run-name": "fedper"})
     run = flwr.run(config, supernodes=2)
     assert run.returncode == 0, run.output[-4000:]
     assert "Traceback" not in run.output
