@@ -5,6 +5,7 @@
     python bench/run.py --only privacy,federation
     python bench/run.py --only federation --arms iid_fedavg,dirichlet0.3_fedavg
     python bench/run.py --only dp_accuracy
+    python bench/run.py --only personalization
     python bench/run.py --render   # BENCHMARKS.md again from bench/results.json
 
 Every figure is a ratio or a comparison measured side by side in the same run: the
@@ -30,7 +31,16 @@ if str(ROOT) not in sys.path:
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
-SUITES = ("privacy", "accounting", "export", "federation", "dp_accuracy", "overhead", "scale")
+SUITES = (
+    "privacy",
+    "accounting",
+    "export",
+    "federation",
+    "dp_accuracy",
+    "overhead",
+    "scale",
+    "personalization",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 so_far: dict[str, Any], name=name, before=merged, module=module, earlier=earlier
             ) -> None:
                 print(f"[bench] {name}: {so_far['arms_done']}", file=sys.stderr, flush=True)
-                now = {**so_far, "when": _now()}
+                now = {**so_far, "when": _now(), "command": results["command"]}
                 snapshot = {**before, **results, name: module.carry_arms(now, earlier)}
                 _write(Path(args.json), json.dumps(snapshot, indent=2) + "\n")
                 _write(Path(args.out), render(snapshot))

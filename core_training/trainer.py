@@ -186,7 +186,9 @@ def _batches(
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
+    # Frozen parameters (requires_grad off) are left out: no weight decay moves them,
+    # and under DP Opacus clips and noises only what the optimizer trains.
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             params,

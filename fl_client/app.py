@@ -9,6 +9,12 @@
 - ``evaluate`` validates a model without training (the server asks once at the end,
   for the final model, when validation is federated), as fp32 or int8 as asked.
 
+With ``freeze``, ``local-layers`` or ``fedbn`` the messages carry only the shared
+weights: the statistics query brings the rest once, the silo keeps it encrypted in its
+fedsilo home (:mod:`.personal`), completes every model it receives from it, and sends
+back only the shared weights; with local layers it validates both its personalized
+model and the global one.
+
 Before any of these the silo checks the run against its own policy (``privacy.policy``):
 a run that asks for less protection than the policy allows is declined with the policy
 key it breaks, before anything is computed or sent. Every message checks again, so a
@@ -17,8 +23,11 @@ server that skips the statistics query gains nothing.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,8 +36,9 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from torch import nn
 
-from core_training.config import TrainConfig
+from core_training.config import ConfigError, TrainConfig
 from core_training.custom_model import ModelFactoryError
+from core_training.layers import LayerPlan, freeze_, plan_layers
 from core_training.models import build_model, quantize_int8
 from core_training.pipeline import local_stats, model_spec_for
 from core_training.preprocess import FeatureStats, Preprocessor
@@ -39,6 +49,7 @@ from privacy.keys import resolve_key
 from privacy.policy import Grant, PolicyDeclined
 from privacy.stats_release import StatisticsBoundsError
 
+from . import personal
 from .local_round import (
     DPOptions,
     grant_for,
@@ -54,6 +65,8 @@ if TYPE_CHECKING:  # privacy.ledger loads Opacus (seconds per message): only und
 
 app = ClientApp()
 logger = logging.getLogger("fedsilo.client")
+# what makes a message's model unusable here: an error reply of one line
+_MODEL_ERRORS = (ModelFactoryError, ConfigError, personal.LayersUnavailable)
 
 
 @app.query()
@@ -63,7 +76,14 @@ def query(msg: Message, context: Context) -> Message:
     logger.info("silo %s: %s", silo.silo_id, silo.policy.describe())
     try:
         model = build_model(model_spec_for(silo.train, config))
-    except ModelFactoryError as exc:
+        if p.FIXED in msg.content.array_records:
+            personal.keep_fixed(
+                personal.layers_path(silo.silo_id, settings, context.run_id),
+                p.record_to_state(msg.content[p.FIXED]),
+                _plan(model, settings),
+                key=resolve_key(silo.key_file),
+            )
+    except _MODEL_ERRORS as exc:
         return _model_error(msg, silo, exc)
     try:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
@@ -103,9 +123,10 @@ def train(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
     try:
-        model = _received_model(msg, silo, config)
-    except ModelFactoryError as exc:
+        received = _received_model(msg, silo, settings, config, context.run_id)
+    except _MODEL_ERRORS as exc:
         return _model_error(msg, silo, exc)
+    model = received.model
     try:
         grant = grant_for(silo, settings, config, num_parameters=_parameters(model))
     except PolicyDeclined as declined:
@@ -115,6 +136,7 @@ def train(msg: Message, context: Context) -> Message:
         return _declined(msg, silo, unreachable)
     dp = _dp_options(grant, settings)
     pre, weights = _preparation(msg, silo, config)
+    global_val = received.global_metrics(pre.transform(silo.val.X), silo.val.y)
     result = train_round(
         model,
         silo,
@@ -126,11 +148,15 @@ def train(msg: Message, context: Context) -> Message:
         dp=dp,
         ledger=_ledger(silo, dp, context) if dp else None,
     )
-    arrays = p.state_to_record(result.state) if result.state is not None else ArrayRecord()
+    arrays = ArrayRecord()
+    if result.state is not None:
+        arrays = p.state_to_record(received.plan.shared(result.state))  # what travels
+        if received.kept is not None:
+            personal.keep_trained(received.path, received.kept, result.state, key=received.key)
     content = RecordDict(
         {
             p.ARRAYS: arrays,
-            p.METRICS: MetricRecord(result.metrics()),
+            p.METRICS: MetricRecord({**result.metrics(), **global_val}),
             p.INFO: p.info_record(
                 result.status, result.reason, silo=silo.silo_id, accountant=result.accountant
             ),
@@ -144,9 +170,10 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     settings, config = from_run_config(dict(context.run_config))
     silo = silo_for(dict(context.node_config), settings, config)
     try:
-        model = _received_model(msg, silo, config)
-    except ModelFactoryError as exc:
+        received = _received_model(msg, silo, settings, config, context.run_id)
+    except _MODEL_ERRORS as exc:
         return _model_error(msg, silo, exc)
+    model = received.model
     try:
         grant_for(silo, settings, config, num_parameters=_parameters(model))
         _take_evaluation(silo, context.run_id)
@@ -154,14 +181,16 @@ def evaluate_global(msg: Message, context: Context) -> Message:
         return _declined(msg, silo, declined)
     pre, _ = _preparation(msg, silo, config)
     config_record = msg.content.config_records.get(p.CONFIG)
-    if config_record is not None and bool(config_record.get("int8", False)):
-        model = quantize_int8(model)
-    val = evaluate(model, pre.transform(silo.val.X), silo.val.y)
+    int8 = config_record is not None and bool(config_record.get("int8", False))
+    X_val = pre.transform(silo.val.X)
+    global_val = received.global_metrics(X_val, silo.val.y, int8=int8)
+    val = evaluate(quantize_int8(model) if int8 else model, X_val, silo.val.y)
     metrics = MetricRecord(
         {
             p.NUM_EXAMPLES: int(val["num_examples"]),
             "val_held_out": int(silo.held_out),
             **val_metrics(val),
+            **global_val,
         }
     )
     content = RecordDict(
@@ -170,16 +199,68 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _received_model(msg: Message, silo: Silo, config: TrainConfig) -> nn.Module:
-    """The global model the server sent, rebuilt for this silo's schema."""
+@dataclass
+class Received:
+    """The model a train or evaluate message asks about, as this silo uses it: the
+    shared weights received, completed with the weights the silo keeps (``kept``, None
+    when the run keeps none); frozen weights do not train."""
+
+    model: nn.Module
+    plan: LayerPlan
+    kept: personal.KeptLayers | None
+    path: Path
+    key: bytes
+
+    def global_metrics(
+        self, X: np.ndarray, y: np.ndarray, *, int8: bool = False
+    ) -> dict[str, float | list[int]]:
+        """With local layers, the global model's validation metrics (``global_val_*``):
+        the shared weights with the initial local layers. Empty otherwise."""
+        if self.kept is None or not self.plan.personal:
+            return {}
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.kept.initial(model.state_dict()))
+        found = evaluate(quantize_int8(model) if int8 else model, X, y)
+        return {p.GLOBAL_PREFIX + k: v for k, v in val_metrics(found).items()}
+
+
+def _received_model(
+    msg: Message, silo: Silo, settings: RunSettings, config: TrainConfig, run_id: int
+) -> Received:
+    """The model the server sent, rebuilt for this silo's schema; where the run keeps
+    weights on the silos, completed with this silo's (a server that sends any of those
+    is refused: they are the silo's, or the run's initial ones)."""
     model = build_model(model_spec_for(silo.train, config))
-    model.load_state_dict(p.record_to_state(msg.content[p.ARRAYS]), strict=True)
-    return model
+    plan = _plan(model, settings)
+    state = p.record_to_state(msg.content[p.ARRAYS])
+    path = personal.layers_path(silo.silo_id, settings, run_id)
+    key, kept = b"", None
+    if plan.kept:
+        if set(state) & plan.kept:
+            raise personal.LayersUnavailable(
+                "the server sent weights this run keeps on the silos; refused"
+            )
+        key = resolve_key(silo.key_file)
+        kept = personal.load_kept(path, key=key)
+        state = kept.complete(state)
+    model.load_state_dict(state, strict=True)
+    freeze_(model, plan.frozen)
+    return Received(model, plan, kept, path, key)
 
 
-def _model_error(msg: Message, silo: Silo, exc: ModelFactoryError) -> Message:
-    """The run's model cannot be built here (a custom factory that does not import,
-    raises, or does not fit the data): an error reply of one line, nothing trained."""
+def _plan(model: nn.Module, settings: RunSettings) -> LayerPlan:
+    return plan_layers(
+        model,
+        freeze=settings.freeze,
+        local_layers=settings.local_layers,
+        personalization=settings.personalization,
+    )
+
+
+def _model_error(msg: Message, silo: Silo, exc: Exception) -> Message:
+    """The run's model cannot be built or completed here (a custom factory that does
+    not import, raises, or does not fit the data; kept weights missing or refused): an
+    error reply of one line, nothing trained."""
     logger.error("silo %s: %s", silo.silo_id, exc)
     return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(exc)), reply_to=msg)
 

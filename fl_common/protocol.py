@@ -2,15 +2,21 @@
 
 Every message is a ``RecordDict``; these are its keys and how our objects map to them.
 
-server -> client (query "stats"): ``config`` {"action": "stats"}
+server -> client (query "stats"): ``config`` {"action": "stats"}, and when the run
+    keeps weights on the silos (freeze, local-layers, fedbn) ``fixed``: those weights'
+    initial values, sent this once (``fl_client.personal``)
 client -> server: ``stats`` ArrayRecord (FeatureStats fields), ``metrics`` with
     ``num-examples``, ``info`` ConfigRecord with the silo's schema as TOML
-server -> client (train / evaluate): ``arrays`` (global model), ``config``, and once
+server -> client (train / evaluate): ``arrays`` (the global model's shared weights:
+    all of them unless the run keeps some on the silos), ``config``, and once
     federated statistics exist, ``prep`` ArrayRecord (the fitted preprocessor and
     global class weights) so every silo cleans and weights its data the same way
 client -> server (train): ``arrays`` (updated model), ``metrics`` (always the same
     keys: see ``TRAIN_METRIC_KEYS``), ``info`` ConfigRecord with ``status``
-    ("ok" or "declined") and a human-readable ``reason``
+    ("ok" or "declined") and a human-readable ``reason``. With local layers the
+    ``val_*`` metrics describe the silo's personalized model (the shared weights
+    received with its own local layers) and ``global_val_*`` the global model (with
+    the initial local layers, as the server's files hold it)
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 PREP = "prep"
+FIXED = "fixed"
 STATS = "stats"
 INFO = "info"
 NUM_EXAMPLES = "num-examples"
@@ -51,6 +58,8 @@ TRAIN_METRIC_KEYS = (
     "budget_exhausted",
     "train_seconds",
 )
+GLOBAL_PREFIX = "global_"  # with local layers: the global model's val_* metrics
+
 EVAL_METRIC_KEYS = (
     NUM_EXAMPLES,
     "val_held_out",

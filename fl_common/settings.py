@@ -14,6 +14,7 @@ from typing import Any
 
 from core_training.config import ConfigError, TrainConfig, coerce_value, require, require_choice
 from core_training.data import BUILTIN_DATASETS
+from core_training.layers import PERSONALIZATION, parse_patterns
 from privacy.keys import fedsilo_home
 
 __all__ = [
@@ -82,6 +83,10 @@ class RunSettings:
     key_file: str = ""
     resume: bool = False
     initial_model: str = ""
+    # transfer learning and personalization (core_training.layers): fnmatch patterns
+    freeze: str = ""  # weights not trained and never sent: the initial model's
+    local_layers: str = ""  # FedPer: weights each silo trains for itself, never sent
+    personalization: str = "none"  # "fedbn": every normalization layer is local
     tracking: str = "none"  # experiment tracker: none, tensorboard or mlflow
     tracking_uri: str = ""  # MLflow: empty = a local store inside the run folder
 
@@ -163,6 +168,15 @@ class RunSettings:
         require_choice("validation", self.validation, VALIDATION)
         require_choice("early-stopping-metric", self.early_stopping_metric, tuple(STOP_METRICS))
         require_choice("tracking", self.tracking, TRACKERS)
+        require_choice("personalization", self.personalization, PERSONALIZATION)
+        parse_patterns(self.freeze, "freeze")
+        parse_patterns(self.local_layers, "local-layers")
+        if self.personal and self.validation != "federated":
+            raise ConfigError(
+                'local-layers and personalization need validation = "federated": the '
+                "server's model lacks each silo's own layers, so only the silos can "
+                "validate their personalized models"
+            )
         if self.dataset not in BUILTIN_DATASETS and not self.schema:
             raise ConfigError(
                 f"setting 'dataset' is {self.dataset!r}, which is not a built-in set "
@@ -184,6 +198,11 @@ class RunSettings:
                 f"setting 'privacy-budget' ({self.privacy_budget}) is below 'target-epsilon' "
                 f"({self.target_epsilon}): the run could never finish; raise the budget"
             )
+
+    @property
+    def personal(self) -> bool:
+        """Each silo keeps layers of its own (FedPer or FedBN)."""
+        return bool(self.local_layers.strip()) or self.personalization != "none"
 
     @property
     def builtin(self) -> bool:

@@ -19,9 +19,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 from torch import nn
 
-from core_training.config import TrainConfig
+from core_training.config import ConfigError, TrainConfig
 from core_training.custom_model import ModelFactoryError
 from core_training.data import Table, load_table
+from core_training.layers import plan_layers
 from core_training.models import ModelSpec, build_model
 from core_training.pipeline import model_spec_for
 from core_training.preprocess import Preprocessor
@@ -124,7 +125,7 @@ class Federation:
             state, meta = load_checkpoint(checkpoint, key=self.key)
             self._check_resume(meta.get("config", {}))
             log(INFO, "Resuming %s after round %d", self.run_dir, state.round)
-            self._checked_model(state.spec)
+            self._layer_plan(state.spec, state.current)
             self.loop.model_spec = state.spec
             restore_strategy_state(self.loop.strategy, state.strategy_state)
             # Node ids may differ in a new run: ask again who takes part and with how
@@ -147,6 +148,7 @@ class Federation:
         # The model is built and checked first: a model that cannot train stops the run
         # before any silo computes (or, with DP statistics, spends budget on) anything.
         spec, initial = self._initial_model(schema)
+        self._layer_plan(spec, initial)
         prep = self.loop.federated_statistics(schema, self.nodes, server_table)
         state = RunState(
             spec=spec,
@@ -251,6 +253,35 @@ class Federation:
             except IncompatibleModelError as exc:
                 raise RunStopped("model-not-private", str(exc)) from None
         return model
+
+    def _layer_plan(self, spec: ModelSpec, arrays: dict[str, Any]) -> None:
+        """Which weights the run keeps on the silos (freeze, local-layers, fedbn): a
+        pattern that matches nothing, or a plan that trains or shares nothing, stops
+        the run here, before any node is asked anything."""
+        model = self._checked_model(spec)
+        try:
+            plan = plan_layers(
+                model,
+                freeze=self.settings.freeze,
+                local_layers=self.settings.local_layers,
+                personalization=self.settings.personalization,
+            )
+        except ConfigError as exc:
+            raise RunStopped("bad-layers", str(exc)) from None
+        self.loop.plan = plan
+        self.loop.kept_arrays = plan.fixed(arrays)
+        if plan.kept:
+            total = sum(p.numel() for p in model.parameters())
+            shared = sum(p.numel() for n, p in model.named_parameters() if n not in plan.kept)
+            log(
+                INFO,
+                "Weights: %d frozen and %d local tensor(s) stay on the silos; %d of %d "
+                "parameters travel",
+                len(plan.frozen),
+                len(plan.local),
+                shared,
+                total,
+            )
 
     def _selector(self, state: RunState) -> ModelSelector:
         return ModelSelector(state, self.settings.early_stopping_metric)
@@ -422,6 +453,9 @@ class Federation:
             "settings": self._config_dict(),
             "tracking": self.tracker.describe(),
         }
+        if self.settings.personal:
+            summary["personalized"] = _figures(best, "", best_round)
+            summary["global"] = _figures(best, "global_", best_round)
         state.history.sort(key=lambda h: h["round"])
         state.stop_reason, state.stop_detail = stop_reason, detail
         self._checkpoint(state)  # so that a resume knows how the run ended
@@ -450,7 +484,10 @@ class Federation:
             reason = "validation is federated: the server holds no rows to calibrate on"
             int8_model = Int8Model(quantize_int8(model), "dynamic", reason)
             both = self.loop.federated_metrics(state.best, state.prep, state.nodes)
-            fp32, int8 = both.get("val_accuracy"), both.get("int8_val_accuracy")
+            # with local layers the export is the global model: its own figures
+            which = "global_" if self.settings.personal else ""
+            fp32 = both.get(f"{which}val_accuracy")
+            int8 = both.get(f"int8_{which}val_accuracy")
         path, int8_bytes = save_int8(
             self.run_dir / EXPORT_FILE,
             int8_model,
@@ -471,6 +508,19 @@ class Federation:
             "int8_method": int8_model.method,
             "int8_fallback_reason": int8_model.fallback_reason,
         }
+
+
+def _figures(entry: dict[str, Any], prefix: str, model_round: int) -> dict[str, Any]:
+    """A personalized run's accuracy of the personalized models (``prefix`` "") or of
+    the global model ("global_") in the round ``entry`` describes: pooled over the
+    silos' validation rows, the mean of the silos' own, and each silo's."""
+    by_silo = entry.get(f"{prefix}val_accuracy_by_silo") or {}
+    return {
+        "round": model_round,
+        "pooled_accuracy": entry.get(f"{prefix}val_accuracy"),
+        "mean_accuracy": sum(by_silo.values()) / len(by_silo) if by_silo else None,
+        "by_silo": by_silo,
+    }
 
 
 def _by_name(nodes: dict[int, str]) -> dict[str, str]:

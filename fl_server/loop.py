@@ -34,6 +34,7 @@ from flwr.supercore import log
 from torch import nn
 
 from core_training.config import TrainConfig
+from core_training.layers import LayerPlan
 from core_training.metrics import scores_from_confusion
 from core_training.models import ModelSpec, build_model, quantize_int8
 from core_training.pipeline import fit_preprocessor, local_stats
@@ -75,6 +76,11 @@ class RoundLoop:
         self.validation: tuple[np.ndarray, np.ndarray] | None = None  # server-side (X, y)
         self.model_spec: ModelSpec | None = None
         self.num_classes = 0
+        # Weights the run keeps on the silos (freeze, local-layers, fedbn): they never
+        # travel in rounds; ``kept_arrays`` holds their initial values, sent once in the
+        # statistics query.
+        self.plan = LayerPlan()
+        self.kept_arrays: Arrays = {}
 
     # -- the statistics step -----------------------------------------------------------
 
@@ -118,6 +124,8 @@ class RoundLoop:
         book.policy_declined.clear()
         book.other_schema.clear()
         query = RecordDict({p.CONFIG: ConfigRecord({"action": "stats"})})
+        if self.kept_arrays:
+            query[p.FIXED] = p.numpy_to_record(self.kept_arrays)
         messages = [
             Message(content=query, dst_node_id=n, message_type=MessageType.QUERY) for n in nodes
         ]
@@ -212,10 +220,11 @@ class RoundLoop:
         started = time.perf_counter()
         nodes = self._sample(state.nodes, server_round)
         sent, sent_round = state.current, state.model_round
+        shared = self.plan.shared(sent)  # what travels: all but the weights silos keep
         messages = list(
             self.strategy.configure_train(
                 server_round,
-                p.numpy_to_record(sent),
+                p.numpy_to_record(shared),
                 ConfigRecord({"server-round": server_round}),
                 OnlyNodes(self.transport.grid, nodes),
             )
@@ -232,10 +241,11 @@ class RoundLoop:
                 parse_train(
                     reply,
                     node,
-                    reference=sent,
+                    reference=shared,
                     rows=state.nodes.rows.get(node),
                     num_classes=self.num_classes,
                     val_fraction=self.settings.local_val_fraction,
+                    kept=self.plan.kept,
                 )
                 if reply is not None
                 else Problem(node, "failed", f"no reply within {self.settings.round_timeout:g}s")
@@ -245,17 +255,22 @@ class RoundLoop:
         valid.sort(key=lambda r: r.node)  # the same order every time: the same sums
         entry = self._record(state, server_round, nodes, valid, problems)
         entry["checks_seconds"] = round(checks_seconds, 6)  # parsing and checking replies
+        # bytes of the model arrays sent to the sampled nodes and received in valid replies
+        entry["arrays_bytes_sent"] = _nbytes(shared) * len(messages)
+        entry["arrays_bytes_received"] = sum(_nbytes(r.update.arrays) for r in valid)
         verdict = Verdict(improved=False, stop=state.early_stopping.should_stop)
         if not entry["skipped"]:
             updates = [r.update for r in valid]
-            state.current = p.record_to_numpy(aggregate(self.strategy, server_round, updates))
+            new = p.record_to_numpy(aggregate(self.strategy, server_round, updates))
+            state.current = {**state.current, **new}  # kept weights stay the initial ones
             state.strategy_state = strategy_state(self.strategy)
             state.model_round = server_round
         if self.settings.validation == "federated":
-            evaluations = [r.evaluation for r in valid if r.evaluation is not None]
             judged = state.entry(sent_round).get("val_loss") is not None
-            if evaluations and not judged:  # each model is judged once
-                verdict = selector.observe(sent_round, sent, pool_evaluations(evaluations))
+            found = [(r.node, r.evaluation) for r in valid if r.evaluation is not None]
+            if found and not judged:  # each model is judged once
+                metrics = validation_metrics(found, state.nodes)
+                verdict = selector.observe(sent_round, sent, metrics)
         elif not entry["skipped"]:
             verdict = selector.observe(
                 server_round, state.current, self.server_metrics(state.current)
@@ -380,7 +395,7 @@ class RoundLoop:
             Message(
                 content=RecordDict(
                     {
-                        p.ARRAYS: p.numpy_to_record(arrays),
+                        p.ARRAYS: p.numpy_to_record(self.plan.shared(arrays)),
                         p.PREP: p.numpy_to_record(prep),
                         p.CONFIG: ConfigRecord({"int8": flag}),
                     }
@@ -391,7 +406,7 @@ class RoundLoop:
             for flag in variants
             for n in nodes
         ]
-        results: dict[bool, list[Evaluation]] = {flag: [] for flag in variants}
+        results: dict[bool, list[tuple[int, Evaluation]]] = {flag: [] for flag in variants}
         replies = self.transport.exchange(messages)
         sent = {m.metadata.message_id: (m.metadata.dst_node_id, f) for m, f in _flags(messages)}
         for reply in replies:
@@ -408,15 +423,32 @@ class RoundLoop:
             if isinstance(parsed, Problem):
                 log(WARNING, "Evaluation: %s %s: %s", parsed.name, parsed.kind, parsed.reason)
                 continue
-            results[flag].append(parsed)
+            results[flag].append((node, parsed))
         if not any(results.values()):
             raise RunStopped("no-validation", "no node returned a usable validation")
         out: dict[str, Any] = {}
         for flag, found in results.items():
-            pooled = pool_evaluations(found) if found else {}
+            pooled = validation_metrics(found, book) if found else {}
             prefix = "int8_" if (flag and int8 is None) else ""
             out.update({prefix + k: v for k, v in pooled.items()})
         return out
+
+
+def validation_metrics(found: list[tuple[int, Evaluation]], book: NodeBook) -> dict[str, Any]:
+    """The pooled validation of ``(node, evaluation)`` pairs, and each silo's accuracy
+    by its name (``val_accuracy_by_silo``). Where the silos keep local layers, the
+    ``val_*`` figures describe their personalized models and the global model's come as
+    ``global_val_*`` (``global_val_accuracy_by_silo`` too)."""
+    metrics = pool_evaluations([e for _, e in found])
+    metrics["val_accuracy_by_silo"] = {book.label(n): e.accuracy for n, e in found}
+    both = [(n, e, e.global_model) for n, e in found if e.global_model is not None]
+    if both:
+        pooled = pool_evaluations([g for _, _, g in both])
+        metrics.update({p.GLOBAL_PREFIX + k: v for k, v in pooled.items()})
+        metrics[f"{p.GLOBAL_PREFIX}val_accuracy_by_silo"] = {
+            book.label(n): g.accuracy for n, _, g in both
+        }
+    return metrics
 
 
 def pool_evaluations(evaluations: list[Evaluation]) -> dict[str, Any]:
@@ -441,6 +473,10 @@ def load_arrays(spec: ModelSpec, arrays: Arrays, *, int8: bool = False) -> nn.Mo
     model = build_model(spec)
     model.load_state_dict(state_from_arrays(arrays))
     return quantize_int8(model) if int8 else model
+
+
+def _nbytes(arrays: Arrays) -> int:
+    return int(sum(np.asarray(a).nbytes for a in arrays.values()))
 
 
 def _flags(messages: list[Message]) -> list[tuple[Message, bool]]:

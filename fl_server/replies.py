@@ -6,13 +6,15 @@ The server believes no number it did not check. Every value passes one gate
 Counts are integers and no larger than what that node reported at the statistics step;
 accuracies lie in [0, 1]; losses and epsilon are non-negative; a confusion matrix has the
 federation's classes and sums to the examples it claims. Model arrays must match the
-global model (:func:`fl_server.aggregation.check_update`). Anything else, including a
-reply that is malformed in a way nobody foresaw, is rejected inside :func:`_guard`, so a
-hostile node costs itself its round and never the run.
+global model's shared weights (:func:`fl_server.aggregation.check_update`); a reply that
+carries a weight the run keeps on the silos (frozen or local) is rejected unread.
+Anything else, including a reply that is malformed in a way nobody foresaw, is rejected
+inside :func:`_guard`, so a hostile node costs itself its round and never the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable
@@ -71,6 +73,9 @@ class Evaluation:
     loss: float
     accuracy: float
     confusion: np.ndarray  # (classes, classes): rows true, columns predicted
+    # With local layers this is the silo's personalized model; the global model's own
+    # validation (the initial local layers) comes with it, on the same rows.
+    global_model: Evaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -184,12 +189,15 @@ def parse_train(
     rows: int | None,
     num_classes: int,
     val_fraction: float,
+    kept: frozenset[str] = frozenset(),
 ) -> TrainReply | Problem:
     """A train reply: an update no larger than the node's reported rows, checked
-    arrays and metrics. ``rows`` is what the node reported at the statistics step."""
+    arrays and metrics. ``rows`` is what the node reported at the statistics step.
+    ``kept`` names the weights the run keeps on the silos (frozen or local): a reply
+    that carries any of them is rejected whole, and those arrays are never read."""
     return _guard(
         node,
-        lambda: _parse_train(reply, node, reference, rows, num_classes, val_fraction),
+        lambda: _parse_train(reply, node, reference, rows, num_classes, val_fraction, kept),
     )
 
 
@@ -200,6 +208,7 @@ def _parse_train(
     rows: int | None,
     num_classes: int,
     val_fraction: float,
+    kept: frozenset[str],
 ) -> TrainReply | Problem:
     early = _status(reply, node)
     if early is not None:
@@ -219,7 +228,14 @@ def _parse_train(
     eps = number(metrics.get("epsilon", -1.0), "epsilon", low=-1)
     if -1 < eps < 0:
         raise BadValue(f"epsilon must be -1 (no DP) or non-negative, got {eps:g}")
-    evaluation = _evaluation(metrics, rows, num_classes, val_fraction, prefix="val_")
+    evaluation = _evaluations(metrics, rows, num_classes, val_fraction)
+    leaked = sorted(set(reply.content[p.ARRAYS]) & kept)
+    if leaked:
+        shown = ", ".join(leaked[:6]) + (", ..." if len(leaked) > 6 else "")
+        raise BadValue(
+            f"the update carries {len(leaked)} weight(s) this run keeps on the silos "
+            f"(frozen or local: {shown}); rejected unread"
+        )
     arrays = p.record_to_numpy(reply.content[p.ARRAYS])
     problems = check_update(arrays, reference, examples)
     if problems:
@@ -254,12 +270,28 @@ def parse_eval(
         metrics = _metrics(reply)
         if number(metrics.get("val_held_out", 1), "val_held_out", low=0, high=1) == 0:
             raise BadValue("too few rows to hold out: validated on its training rows, not used")
-        found = _evaluation(metrics, rows, num_classes, val_fraction, prefix="val_")
+        found = _evaluations(metrics, rows, num_classes, val_fraction)
         if found is None:
             raise BadValue("evaluate reply without validation metrics")
         return found
 
     return _guard(node, parse)
+
+
+def _evaluations(
+    metrics: dict[str, Any], rows: int, num_classes: int, val_fraction: float
+) -> Evaluation | None:
+    """The reply's validation, with the global model's alongside when it has one."""
+    found = _evaluation(metrics, rows, num_classes, val_fraction, prefix="val_")
+    if found is None:
+        return None
+    other = _evaluation(metrics, rows, num_classes, val_fraction, prefix=p.GLOBAL_PREFIX + "val_")
+    if other is not None and other.examples != found.examples:
+        raise BadValue(
+            f"the global model was validated on {other.examples} rows, the personalized "
+            f"one on {found.examples}: both must use the same validation rows"
+        )
+    return found if other is None else dataclasses.replace(found, global_model=other)
 
 
 def _evaluation(
@@ -277,6 +309,7 @@ def _evaluation(
     examples = int(number(metrics.get(key), key, low=0, high=most, integer=True))
     loss = number(metrics.get(f"{prefix}loss"), f"{prefix}loss", low=0)
     for name in SCORE_METRICS:
+        name = prefix + name.removeprefix("val_")
         number(metrics.get(name), name, low=0, high=1)
     flat = metrics.get(f"{prefix}confusion")
     if not isinstance(flat, list) or len(flat) != num_classes * num_classes:

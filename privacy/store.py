@@ -46,7 +46,16 @@ __all__ = [
     "save_state",
 ]
 
-ARTIFACT_KINDS = ("checkpoint", "model", "update", "export", "ledger", "json", "history")
+ARTIFACT_KINDS = (
+    "checkpoint",
+    "model",
+    "update",
+    "export",
+    "ledger",
+    "json",
+    "history",
+    "layers",  # a silo's own weights in a run (fl_client.personal)
+)
 STORE_VERSION = 1
 _LEN = struct.Struct(">I")
 _MAX_INFO_BYTES = 1 << 24

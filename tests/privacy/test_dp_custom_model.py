@@ -66,3 +66,24 @@ def test_the_embedding_model_trains_under_dp_sgd() -> None:
     fit(model, X, y, config, privatize=session)
     assert session.steps_taken == 8  # one epoch of 512 rows at expected batch 64
     assert not torch.equal(before, model.embeddings[0].weight.detach())
+
+
+def test_under_dp_sgd_frozen_layers_stay_unchanged_and_the_noise_reaches_only_the_rest() -> None:
+    from core_training.layers import freeze_, plan_layers
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(kind="mlp", in_features=4, num_classes=2, hidden_sizes=(8,)))
+    plan = plan_layers(model, freeze="net.0.*")
+    freeze_(model, plan.frozen)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    session = DPSession(max_grad_norm=1.0, delta=1e-5, noise_multiplier=1.0, epochs=1)
+    config = TrainConfig(local_epochs=1, batch_size=64, learning_rate=0.1, optimizer="sgd")
+    fit(model, X, y, config, privatize=session)
+    after = session.release().state_dict()
+    assert session.steps_taken == 4
+    for name, value in before.items():
+        # Opacus noises every parameter its optimizer holds: a frozen one would move
+        assert torch.equal(value, after[name]) == (name in plan.frozen), name
