@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 _RUN = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
 assert _RUN is not None and _RUN.loader is not None
@@ -64,3 +66,18 @@ def check_figures_and_markdown(results: dict[str, Any], md: str, suite: str, hea
     assert "{{" not in md  # every placeholder of FINDINGS.md was filled or says not measured
     assert not re.search(r"\bnan\b|\binf\b", md, re.IGNORECASE)
     assert "## GPU\n\nNot measured" in md  # the quick suite measures no GPU
+
+
+def quick_suite(suite: str, heading: str) -> tuple[Any, Any]:
+    """For a test module of one suite: its module-scoped ``quick`` fixture (the suite's
+    results and markdown) and the test every suite passes (finite figures, its section
+    written with its command)."""
+
+    @pytest.fixture(scope="module")
+    def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+        return run_quick(suite, tmp_path_factory.mktemp("bench"))
+
+    def test_every_figure_is_a_finite_number_and_the_section_is_written(quick) -> None:
+        check_figures_and_markdown(*quick, suite, heading)
+
+    return quick, test_every_figure_is_a_finite_number_and_the_section_is_written

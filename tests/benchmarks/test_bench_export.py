@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_quick import check_figures_and_markdown, run_quick
+from bench_quick import quick_suite
 
 pytestmark = pytest.mark.e2e
 SUITE, HEADING = "export", "## int8 export"
-
-
-@pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    return run_quick(SUITE, tmp_path_factory.mktemp("bench"))
-
-
-def test_every_figure_is_a_finite_number_and_the_section_is_written(quick) -> None:
-    check_figures_and_markdown(*quick, SUITE, HEADING)
+quick, test_every_figure_is_a_finite_number_and_the_section_is_written = quick_suite(SUITE, HEADING)
 
 
 def test_int8_files_are_smaller_and_accuracies_are_fractions(quick) -> None:
