@@ -37,13 +37,7 @@ def make_silo_data(
     partition (:func:`fl_common.data.pooled_split`), so the rows the server holds out
     for ``validation="server"`` on a built-in set never reach a silo."""
     folder = Path(folder)
-    settings = RunSettings(
-        dataset=dataset,
-        server_val_fraction=server_val_fraction,
-        partitioner=partitioner,
-        dirichlet_alpha=alpha,
-    )
-    pool, _ = pooled_split(settings, seed)
+    pool, _ = _pooled(dataset, seed, server_val_fraction, partitioner, alpha)
     parts = partition(
         pool.y, num_partitions=silos, method=partitioner, alpha=alpha, min_size=10, seed=seed
     )
@@ -57,6 +51,17 @@ def make_silo_data(
         pool.schema.save(silo / "schema.toml")
         out.append(silo)
     return schema, out
+
+
+def _pooled(dataset: str, seed: int, server_val_fraction: float, partitioner: str, alpha: float):
+    """The rows a simulation partitions among its silos, and those the server holds out."""
+    settings = RunSettings(
+        dataset=dataset,
+        server_val_fraction=server_val_fraction,
+        partitioner=partitioner,
+        dirichlet_alpha=alpha,
+    )
+    return pooled_split(settings, seed)
 
 
 def write_silo_files(
@@ -85,13 +90,7 @@ def write_silo_files(
         written = [Path(shutil.copyfile(schema, out / "schema.toml"))]
         for name, folder in zip(names, folders, strict=True):
             written.append(Path(shutil.copyfile(folder / "data.csv", out / f"{name}.csv")))
-    settings = RunSettings(
-        dataset=dataset,
-        server_val_fraction=server_val_fraction,
-        partitioner=partitioner,
-        dirichlet_alpha=alpha,
-    )
-    _, held_out = pooled_split(settings, seed)
+    _, held_out = _pooled(dataset, seed, server_val_fraction, partitioner, alpha)
     written.append(write_csv(held_out, out / "test.csv"))
     return written
 

@@ -26,6 +26,20 @@ def task_identity() -> Iterator[None]:
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
+# A small, fast federation: breast cancer (30 features, 2 classes) and an MLP whose layers
+# are net.0 (30x16) and net.3; short waits, since every node answers in this process.
+FAST = {
+    "dataset": "breast-cancer",
+    "model": "mlp",
+    "hidden-sizes": "16",
+    "local-epochs": 1,
+    "learning-rate": 0.01,
+    "export-int8": False,
+    "node-wait-timeout": 5.0,
+    "round-timeout": 5.0,
+    "early-stopping-patience": 10,
+}
+
 Behaviour = Callable[[Message, Context], Message | None]  # None: no reply (a timeout)
 
 

@@ -16,6 +16,7 @@ import pytest
 from flwr.app import Context, Message
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fake_grid import FAST as FAST_RUN
 from fake_grid import (
     FakeGrid,
     honest,
@@ -30,14 +31,9 @@ from privacy.keys import default_key_path
 ROOT = Path(__file__).resolve().parents[2]
 EMBED = "examples.tabular_embed:build"
 FAST = {
-    "dataset": "breast-cancer",
+    **{k: v for k, v in FAST_RUN.items() if k != "hidden-sizes"},
     "model": EMBED,
     "model-args": '{"hidden": 16}',
-    "local-epochs": 1,
-    "learning-rate": 0.01,
-    "export-int8": False,
-    "node-wait-timeout": 5.0,
-    "round-timeout": 5.0,
     "num-server-rounds": 2,
 }
 

@@ -19,6 +19,7 @@ import torch
 from flwr.app import Array, Context, Message
 
 sys.path.insert(0, str(Path(__file__).parent))
+from fake_grid import FAST as FAST_RUN
 from fake_grid import (
     Behaviour,
     FakeGrid,
@@ -37,18 +38,7 @@ from fl_server.loop import RunStopped
 from fl_server.state import load_checkpoint
 from privacy.keys import is_encrypted_file, resolve_key
 
-FAST = {
-    "dataset": "breast-cancer",  # 30 features, 2 classes: the MLP is net.0 (30x16), net.3
-    "model": "mlp",
-    "hidden-sizes": "16",
-    "local-epochs": 1,
-    "learning-rate": 0.01,
-    "export-int8": False,
-    "node-wait-timeout": 5.0,
-    "round-timeout": 5.0,
-    "num-server-rounds": 2,
-    "early-stopping-patience": 10,
-}
+FAST = {**FAST_RUN, "num-server-rounds": 2}  # the MLP is net.0 (30x16), net.3
 FIRST = {"net.0.weight", "net.0.bias"}
 HEAD = {"net.3.weight", "net.3.bias"}
 PERSONAL = {"local-layers": "net.3.*", "validation": "federated"}

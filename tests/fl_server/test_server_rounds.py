@@ -16,6 +16,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_grid import (
+    FAST,
     Behaviour,
     FakeGrid,
     failing,
@@ -31,18 +32,6 @@ from fl_server.app import Federation
 from fl_server.loop import RunStopped
 from fl_server.state import load_checkpoint
 from privacy.keys import resolve_key
-
-FAST = {
-    "dataset": "breast-cancer",
-    "model": "mlp",
-    "hidden-sizes": "16",
-    "local-epochs": 1,
-    "learning-rate": 0.01,
-    "export-int8": False,
-    "node-wait-timeout": 5.0,
-    "round-timeout": 5.0,
-    "early-stopping-patience": 10,
-}
 
 
 def federate(
