@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import warnings
@@ -40,7 +41,8 @@ def test_state_dict_round_trip_with_metadata(artifacts: Path, key: bytes) -> Non
     _assert_same(loaded, state)
     assert loaded_meta == {
         **meta,
-        "model_spec": {**SPEC.to_dict(), "hidden_sizes": [16, 8], "channels": [16, 32]},
+        # as JSON holds it: tuples come back as lists
+        "model_spec": json.loads(json.dumps(SPEC.to_dict())),
     }
     assert ModelSpec.from_dict(loaded_meta["model_spec"]) == SPEC
 
