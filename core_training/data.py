@@ -8,6 +8,8 @@ in one pass. Missing values are kept as NaN for the cleaning step to impute.
 from __future__ import annotations
 
 import csv
+import gzip
+import importlib.util
 import io
 import math
 import zipfile
@@ -324,31 +326,95 @@ def write_csv(table: Table, path: str | Path) -> Path:
 # -- built-in sets ---------------------------------------------------------------------
 
 
-def load_builtin(name: str, **params: Any) -> Table:
-    """A data set shipped with scikit-learn, or a synthetic one; offline, deterministic."""
-    from sklearn import datasets
+# The feature names scikit-learn's loaders give these sets (its files hold numbers only).
+_BREAST_CANCER_MEASURES = (
+    "radius",
+    "texture",
+    "perimeter",
+    "area",
+    "smoothness",
+    "compactness",
+    "concavity",
+    "concave points",
+    "symmetry",
+    "fractal dimension",
+)
+BREAST_CANCER_FEATURES = (
+    *(f"mean {m}" for m in _BREAST_CANCER_MEASURES),
+    *(f"{m} error" for m in _BREAST_CANCER_MEASURES),
+    *(f"worst {m}" for m in _BREAST_CANCER_MEASURES),
+)
+WINE_FEATURES = (
+    "alcohol",
+    "malic_acid",
+    "ash",
+    "alcalinity_of_ash",
+    "magnesium",
+    "total_phenols",
+    "flavanoids",
+    "nonflavanoid_phenols",
+    "proanthocyanins",
+    "color_intensity",
+    "hue",
+    "od280/od315_of_diluted_wines",
+    "proline",
+)
 
+
+def load_builtin(name: str, **params: Any) -> Table:
+    """A data set shipped with scikit-learn, or a synthetic one; offline, deterministic.
+
+    The shipped sets are read straight from scikit-learn's data files, without importing
+    scikit-learn: that import costs over a second of CPU, paid by every process that
+    loads a built-in set (each ClientApp, and in a deployment each message's)."""
     if name == "synthetic":
         return synthetic(**params)
     if params:
         raise DataError(f"built-in set {name!r} takes no parameters, got {sorted(params)}")
+    shape: tuple[int, int, int] | None = None
     if name == "digits":
-        bunch = datasets.load_digits()
-        names = [f"pixel_{i // 8}_{i % 8}" for i in range(64)]
-        shape: tuple[int, int, int] | None = (1, 8, 8)
+        with gzip.open(_sklearn_data_file("digits.csv.gz"), "rt") as f:
+            raw = np.loadtxt(f, delimiter=",")
+        X, y = raw[:, :-1], raw[:, -1]
+        names: tuple[str, ...] = tuple(f"pixel_{i // 8}_{i % 8}" for i in range(64))
+        shape = (1, 8, 8)
     elif name == "breast-cancer":
-        bunch = datasets.load_breast_cancer()
-        names, shape = [str(n) for n in bunch.feature_names], None
+        X, y = _sklearn_csv("breast_cancer.csv", len(BREAST_CANCER_FEATURES))
+        names = BREAST_CANCER_FEATURES
     elif name == "wine":
-        bunch = datasets.load_wine()
-        names, shape = [str(n) for n in bunch.feature_names], None
+        X, y = _sklearn_csv("wine_data.csv", len(WINE_FEATURES))
+        names = WINE_FEATURES
     else:
         raise DataError(
             f"unknown built-in data set {name!r}; choose one of {', '.join(BUILTIN_DATASETS)}"
         )
-    classes = tuple(int(c) for c in np.unique(bunch.target))
+    target = y.astype(np.int64)
+    classes = tuple(int(c) for c in np.unique(target))
     schema = Schema("target", classes, tuple(Feature(n) for n in names), shape)
-    return Table(bunch.data.astype(np.float64), bunch.target.astype(np.int64), schema, name)
+    return Table(X.astype(np.float64), target, schema, name)
+
+
+def _sklearn_data_file(filename: str) -> Path:
+    """A file of scikit-learn's ``datasets/data`` folder, found without importing it."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the built-in data sets come with scikit-learn; pip install scikit-learn")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / filename
+    if not path.is_file():
+        raise DataError(f"scikit-learn's data file {path} is missing; reinstall scikit-learn")
+    return path
+
+
+def _sklearn_csv(filename: str, features: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's CSV layout: a first line ``rows,features,class names...``, then
+    one line per row, its features and then its class index."""
+    path = _sklearn_data_file(filename)
+    with path.open(encoding="utf-8") as f:
+        rows, width = (int(v) for v in f.readline().split(",")[:2])
+        raw = np.loadtxt(f, delimiter=",", ndmin=2)
+    if raw.shape != (rows, features + 1) or width != features:
+        raise DataError(f"{path} holds {raw.shape}, expected {rows} rows of {features} features")
+    return raw[:, :-1], raw[:, -1]
 
 
 def synthetic(

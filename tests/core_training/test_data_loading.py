@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,6 +171,40 @@ def test_builtin_sets_have_known_shapes() -> None:
     wine = load_table("wine")
     assert wine.X.shape == (178, 13)
     assert wine.schema.num_classes == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "loader"),
+    [("digits", "load_digits"), ("breast-cancer", "load_breast_cancer"), ("wine", "load_wine")],
+)
+def test_builtin_sets_equal_scikit_learns_own_loaders(name: str, loader: str) -> None:
+    """The files are read without scikit-learn; its loaders are the reference."""
+    from sklearn import datasets
+
+    reference = getattr(datasets, loader)()
+    table = load_builtin(name)
+    np.testing.assert_array_equal(table.X, reference.data)
+    np.testing.assert_array_equal(table.y, reference.target)
+    assert table.X.dtype == np.float64 and table.y.dtype == np.int64
+    if name != "digits":  # digits' columns are named by position in the 8x8 image
+        assert table.feature_names == [str(n) for n in reference.feature_names]
+
+
+def test_loading_a_builtin_set_does_not_import_scikit_learn() -> None:
+    code = (
+        "import sys\nfrom core_training.data import load_builtin\n"
+        "for name in ('digits', 'breast-cancer', 'wine'):\n    load_builtin(name)\n"
+        "print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_synthetic_set_honours_minority_fraction_and_seed() -> None:
