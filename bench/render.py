@@ -282,8 +282,8 @@ def _federation(f: dict[str, Any]) -> list[str]:
     if carried:
         lines += [
             "Measured by an earlier run of the same split, silos and settings, whose"
-            " centralized baseline came out identical to this run's (the runs are"
-            " deterministic): "
+            " centralized baseline came out identical to this run's (a federated arm"
+            " need not repeat exactly; a full run carries nothing): "
             + ", ".join(f"`{a}` ({f[a].get('measured', 'time not recorded')})" for a in carried)
             + ".",
             "",
