@@ -41,6 +41,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import noise_cache
 from .bookkeeping import BookkeepingClipper, unsupported_layers
 
 # Accountants that compose the ledger's history of subsampled Gaussian mechanisms:
@@ -228,7 +229,31 @@ def _noise_search(
 
     Cached: a search evaluates the accountant dozens of times (seconds of CPU), and a
     silo asks for the same run's noise several times (the plan check, the decline
-    check, the training), as does a simulated silo in every round."""
+    check, the training), as does a simulated silo in every round. Across processes
+    (a deployed silo's every message) :mod:`privacy.noise_cache` remembers it: a level
+    found there is used only after one accountant evaluation shows it keeps the target.
+    """
+    key = noise_cache.cache_key(target_epsilon, delta, sample_rate, steps, accountant)
+    hint = noise_cache.remembered(key)
+    if hint is not None:
+        spent = epsilon_for(
+            noise_multiplier=hint,
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+        if spent <= target_epsilon:
+            return hint
+    sigma = _search(target_epsilon, delta, sample_rate, steps, accountant)
+    if sigma is not None:
+        noise_cache.remember(key, sigma)
+    return sigma
+
+
+def _search(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float | None:
     if accountant == "rdp":
         try:
             sigma = get_noise_multiplier(
