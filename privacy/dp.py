@@ -41,6 +41,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import noise_cache
 from .bookkeeping import BookkeepingClipper, unsupported_layers
 
 # Accountants that compose the ledger's history of subsampled Gaussian mechanisms:
@@ -210,20 +211,60 @@ def noise_for_target(
     _check_delta(target_delta)
     if target_epsilon <= 0 or steps < 1:
         raise ValueError("target_epsilon must be > 0 and steps >= 1")
-    unreachable = TargetUnreachableError(
-        target_epsilon=target_epsilon, delta=target_delta, sample_rate=sample_rate, steps=steps
+    sigma = _noise_search(
+        float(target_epsilon), float(target_delta), float(sample_rate), int(steps), accountant
     )
+    if sigma is None:
+        raise TargetUnreachableError(
+            target_epsilon=target_epsilon, delta=target_delta, sample_rate=sample_rate, steps=steps
+        )
+    return sigma
+
+
+@functools.lru_cache(maxsize=256)
+def _noise_search(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float | None:
+    """:func:`noise_for_target`'s search; None when the target is unreachable.
+
+    Cached: a search evaluates the accountant dozens of times (seconds of CPU), and a
+    silo asks for the same run's noise several times (the plan check, the decline
+    check, the training), as does a simulated silo in every round. Across processes
+    (a deployed silo's every message) :mod:`privacy.noise_cache` remembers it: a level
+    found there is used only after one accountant evaluation shows it keeps the target.
+    """
+    key = noise_cache.cache_key(target_epsilon, delta, sample_rate, steps, accountant)
+    hint = noise_cache.remembered(key)
+    if hint is not None:
+        spent = epsilon_for(
+            noise_multiplier=hint,
+            sample_rate=sample_rate,
+            steps=steps,
+            delta=delta,
+            accountant=accountant,
+        )
+        if spent <= target_epsilon:
+            return hint
+    sigma = _search(target_epsilon, delta, sample_rate, steps, accountant)
+    if sigma is not None:
+        noise_cache.remember(key, sigma)
+    return sigma
+
+
+def _search(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float | None:
     if accountant == "rdp":
         try:
             sigma = get_noise_multiplier(
                 target_epsilon=target_epsilon,
-                target_delta=target_delta,
+                target_delta=delta,
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant="rdp",
             )
-        except ValueError as exc:  # Opacus: "The privacy budget is too low."
-            raise unreachable from exc
+        except ValueError:  # Opacus: "The privacy budget is too low."
+            return None
         return float(sigma)
 
     def eps(sigma: float) -> float:
@@ -231,28 +272,21 @@ def noise_for_target(
             noise_multiplier=sigma,
             sample_rate=sample_rate,
             steps=steps,
-            delta=target_delta,
+            delta=delta,
             accountant=accountant,
         )
 
     # RDP's noise always suffices (its bound is looser) and brackets PRV's from above,
     # which saves most of the search's PRV evaluations.
-    try:
-        high = noise_for_target(
-            target_epsilon=target_epsilon,
-            target_delta=target_delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant="rdp",
-        )
-    except TargetUnreachableError:
+    high = _noise_search(target_epsilon, delta, sample_rate, steps, "rdp")
+    if high is None:
         if eps(_MAX_SIGMA) > target_epsilon:  # no more noise than Opacus would ever add
-            raise unreachable from None
+            return None
         high = 20.0
     while eps(high) > target_epsilon:  # (PRV's stated error could exceed RDP's slack)
         high *= 2
         if high > _MAX_SIGMA:
-            raise unreachable
+            return None
     low = high / 2
     while eps(low) <= target_epsilon:  # PRV may need much less noise than RDP
         high, low = low, low / 2

@@ -22,6 +22,8 @@ def flwr(tmp_path: Path):
 
 
 FAST = {"local-epochs": 2, "learning-rate": 0.003, "model": "mlp"}
+# for runs whose assertions need no int8 export (it quantizes and scores the model twice)
+NO_EXPORT = {**FAST, "export-int8": False}
 
 
 def test_digits_federation_writes_every_output_and_learns(flwr):
@@ -67,7 +69,7 @@ def test_digits_federation_writes_every_output_and_learns(flwr):
 def test_run_stops_early_when_validation_stops_improving(flwr):
     run = flwr.run(
         {
-            **FAST,
+            **NO_EXPORT,
             "local-epochs": 1,  # nothing here depends on how well it learns
             "num-server-rounds": 8,
             "early-stopping-patience": 1,
@@ -95,7 +97,7 @@ def test_run_stops_early_when_validation_stops_improving(flwr):
 def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
     run = flwr.run(
         {
-            **FAST,
+            **NO_EXPORT,
             "dataset": "breast-cancer",
             "num-server-rounds": 2,
             "dp": True,
@@ -114,12 +116,14 @@ def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
 
 
 def test_resume_continues_from_the_checkpoint_round(flwr):
-    first = flwr.run({**FAST, "num-server-rounds": 1, "run-name": "digits-resume"})
+    first = flwr.run({**NO_EXPORT, "num-server-rounds": 1, "run-name": "digits-resume"})
     assert first.returncode == 0, first.output[-4000:]
     key = load_key_file(flwr.base / "fedsilo-home" / "key")
     info = read_info(first.run_dir / "checkpoint.bin", key=key)
     assert info["metadata"]["round"] == 1
-    second = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-resume", "resume": True})
+    second = flwr.run(
+        {**NO_EXPORT, "num-server-rounds": 2, "run-name": "digits-resume", "resume": True}
+    )
     assert second.returncode == 0, second.output[-4000:]
     assert "Resuming" in second.output and "after round 1" in second.output
     history = second.history
