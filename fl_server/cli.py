@@ -99,6 +99,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         "model_spec": spec.to_dict(),
         "parameters": sum(int(v.numel()) for v in state.values()),
         "features": schema.num_features,
+        "image_shape": list(schema.image_shape) if schema.is_image else None,
         "classes": list(schema.classes),
         "preprocessing": source,
         "train_config": config.to_dict(),
@@ -151,12 +152,20 @@ def _prep_metadata(pre: Any, weights: Any) -> dict[str, Any]:
     return preprocessing_metadata(prep)
 
 
+def _data_shape(r: dict[str, Any]) -> str:
+    if r.get("image_shape"):
+        return (
+            "images of " + " x ".join(map(str, r["image_shape"])) + " (channels x height x width)"
+        )
+    return f"{r['features']} features"
+
+
 def init_text(r: dict[str, Any]) -> str:
     return fields(
         [
             ("wrote", r["path"]),
             ("model", f"{_meta_text('model_spec', r['model_spec'])}, {r['parameters']} weights"),
-            ("data", f"{r['features']} features, classes {r['classes']}"),
+            ("data", f"{_data_shape(r)}, classes {r['classes']}"),
             ("preprocessing", r["preprocessing"]),
             ("local epochs", r["train_config"]["local-epochs"]),
         ]
