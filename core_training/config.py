@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .augment import AUGMENTATIONS
 from .custom_model import is_reference, parse_model_args
 
 OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
@@ -71,6 +72,9 @@ class TrainConfig:
     skew_threshold: float = 1.0  # |skewness| above which a non-negative column gets log1p
     outlier_z: float = 3.0  # clip at mean +- outlier_z * sd; 0 disables clipping
     drop_duplicates: bool = True
+    # image data only: "crop-flip" randomly crops (after padding) and flips training
+    # batches (core_training.augment); validation rows are never augmented
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         # 0 (and optimizer "auto") leave the value to the mode's recipe: for_mode()
@@ -133,6 +137,7 @@ class TrainConfig:
             self.model_args,
         )
         require_choice("imputation", self.imputation, IMPUTATION)
+        require_choice("augment", self.augment, AUGMENTATIONS)
         dev = self.device
         require(
             dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),

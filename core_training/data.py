@@ -1,4 +1,5 @@
-"""Load a silo's table (CSV, NPZ or a built-in set) into arrays checked against a schema.
+"""Load a silo's table (CSV, NPZ, image files or a built-in set) into arrays checked
+against a schema (images: :mod:`.images`).
 
 Every problem in a file is collected and reported together in one :class:`DataError`
 that names the file, the line or column, and what to do, so a data owner can fix a file
@@ -32,7 +33,8 @@ class Table:
 
     Features are float64 with NaN where missing. They stay float64 until standardized:
     float32 spaces values near 1.7e12 (millisecond timestamps) 131,072 apart, which
-    would erase a column's whole spread before cleaning ever sees it.
+    would erase a column's whole spread before cleaning ever sees it. Image tables
+    (:mod:`.images`) are the exception: pixel values in [0, 1], float32, never missing.
     """
 
     X: np.ndarray
@@ -57,7 +59,8 @@ def load_table(
     schema: Schema | str | Path | None = None,
     **synthetic: Any,
 ) -> Table:
-    """Load a built-in set by name, or a CSV/NPZ file checked against ``schema``.
+    """Load a built-in set by name, or a CSV/NPZ file checked against ``schema`` (with an
+    image schema: a folder of class sub-folders or an NPZ of images).
 
     ``synthetic`` holds the parameters of the ``synthetic`` set (see :func:`synthetic`).
     """
@@ -76,11 +79,27 @@ def load_table(
             f"data file {path} does not exist; check the path "
             f"(or use a built-in set: {', '.join(BUILTIN_DATASETS)})"
         )
+    if schema.is_image:
+        return _load_images(path, schema)
     if path.is_dir():
         raise DataError(f"{path} is a folder; pass the CSV or NPZ file inside it")
     if path.suffix.lower() == ".npz":
         return _load_npz(path, schema)
     return _load_csv(path, schema)
+
+
+def _load_images(path: Path, schema: Schema) -> Table:
+    """An image schema's data: a folder of class sub-folders or an NPZ of pixels."""
+    from .images import load_image_folder, load_image_npz  # Pillow only where images are
+
+    if path.is_dir():
+        return load_image_folder(path, schema)
+    if path.suffix.lower() == ".npz":
+        return load_image_npz(path, schema)
+    raise DataError(
+        f"{path}: an image schema reads a folder of class sub-folders (PNG or JPEG files) "
+        "or an NPZ file holding X (images, N x C x H x W) and y (labels)"
+    )
 
 
 # -- CSV -------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._split import train_test_indices
+from .channel_stats import channel_preprocessor, compute_channel_stats
 from .config import TrainConfig
 from .custom_model import is_reference, parse_model_args
 from .data import Table
@@ -81,7 +82,12 @@ def deduplicate(table: Table, config: TrainConfig) -> tuple[Table, int]:
 
 def local_stats(table: Table, config: TrainConfig) -> FeatureStats:
     """Statistics of a (deduplicated) table, with histograms when median imputation
-    is configured."""
+    is configured; per channel for images (:mod:`.channel_stats`)."""
+    if table.schema.is_image:
+        assert table.schema.image_shape is not None
+        return compute_channel_stats(
+            table.X, table.y, table.schema.num_classes, table.schema.image_shape
+        )
     return compute_stats(
         table.X,
         table.y,
@@ -94,6 +100,8 @@ def fit_preprocessor(
     stats: FeatureStats, table_or_schema: object, config: TrainConfig
 ) -> Preprocessor:
     schema = getattr(table_or_schema, "schema", table_or_schema)
+    if getattr(schema, "is_image", False):  # per channel: no imputation, log1p or clipping
+        return channel_preprocessor(stats, schema.image_shape)  # type: ignore[attr-defined]
     return Preprocessor.fit(
         stats,
         numeric=np.asarray(schema.numeric_mask),  # type: ignore[attr-defined]

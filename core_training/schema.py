@@ -11,6 +11,19 @@ A schema is a small TOML file::
     income = { range = [0, 500000] }   # numeric, with public bounds
     smoker = { categories = ["no", "yes"] }
 
+An image silo's schema names the image size instead of features::
+
+    [image]
+    channels = 1        # 1: grayscale, 3: RGB
+    height = 16
+    width = 16
+
+    [label]
+    classes = ["cat", "dog"]   # a folder silo's class sub-folders have these names
+
+Its table has one column per pixel value (``channels * height * width``, in
+channel, row, column order); the columns are made here, never listed by the user.
+
 Features keep the order of the file. A ``range`` is public knowledge about a numeric
 column (not a statistic of anyone's data): silos that release their statistics with
 differential privacy clip to it, and never reveal their own minimum and maximum. A
@@ -48,12 +61,20 @@ class Feature:
         return [f"{self.name}={c}" for c in self.categories]
 
 
+IMAGE_CHANNELS = {1: "grayscale", 3: "RGB"}
+MAX_IMAGE_SIDE = 512  # the whole table is held in memory, one column per value
+IMAGE_LABEL = "label"  # an image schema's label name when [label] gives no column
+
+
 @dataclass(frozen=True)
 class Schema:
     label: str
     classes: tuple[Any, ...]
     features: tuple[Feature, ...]
     image_shape: tuple[int, int, int] | None = None  # set for image-like built-in sets
+    # "table": rows of named features (digits too, whose rows are 8x8 images);
+    # "image": image files or an (N, C, H, W) array, one feature per pixel value
+    kind: str = "table"
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
@@ -67,6 +88,38 @@ class Schema:
             raise DataError(f"schema: {self.label!r} is both the label and a feature")
         if len(set(names)) != len(names):
             raise DataError("schema: a feature column is listed twice")
+        if self.kind not in ("table", "image"):
+            raise DataError(f"schema: kind must be table or image, got {self.kind!r}")
+        if self.is_image and (
+            self.image_shape is None or len(self.features) != math.prod(self.image_shape)
+        ):
+            raise DataError("schema: an image schema needs one feature per pixel value")
+
+    @classmethod
+    def image(
+        cls, classes: tuple[Any, ...], channels: int, height: int, width: int, label: str = ""
+    ) -> Schema:
+        """An image schema: one numeric feature per pixel value, named
+        ``c{channel}_y{row}_x{column}`` in the order the values are flattened."""
+        names = (
+            f"c{c}_y{y}_x{x}" for c in range(channels) for y in range(height) for x in range(width)
+        )
+        features = tuple(Feature(n, bounds=(0.0, 1.0)) for n in names)
+        shape = (channels, height, width)
+        return cls(label or IMAGE_LABEL, tuple(classes), features, shape, kind="image")
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == "image"
+
+    @property
+    def stats_width(self) -> int:
+        """Columns of the statistics a silo shares: one per channel for images
+        (per-channel normalization), else one per encoded column."""
+        if self.is_image:
+            assert self.image_shape is not None
+            return self.image_shape[0]
+        return self.num_features
 
     @property
     def feature_names(self) -> list[str]:
@@ -106,6 +159,8 @@ class Schema:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "schema") -> Schema:
         label = raw.get("label")
+        if "image" in raw and isinstance(label, dict) and "column" not in label:
+            label = {**label, "column": IMAGE_LABEL}
         if not isinstance(label, dict) or not isinstance(label.get("column"), str):
             raise DataError(f'{source}: needs a [label] table with column = "NAME"')
         classes = label.get("classes")
@@ -113,6 +168,8 @@ class Schema:
             raise DataError(f"{source}: [label] needs classes = [...] listing every class")
         if not all(isinstance(c, (int, str)) and not isinstance(c, bool) for c in classes):
             raise DataError(f"{source}: label classes must be integers or strings")
+        if "image" in raw:
+            return _image_schema(raw, label["column"], tuple(classes), source)
         feats = raw.get("features")
         if not isinstance(feats, dict) or not feats:
             raise DataError(f"{source}: needs a [features] table with at least one column")
@@ -148,6 +205,12 @@ class Schema:
         return cls(label["column"], tuple(classes), tuple(features), image_shape)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.is_image:
+            assert self.image_shape is not None
+            return {
+                "image": dict(zip(_IMAGE_KEYS, self.image_shape, strict=True)),
+                "label": {"column": self.label, "classes": list(self.classes)},
+            }
         out: dict[str, Any] = {
             "label": {"column": self.label, "classes": list(self.classes)},
             "features": {f.name: _feature_value(f) for f in self.features},
@@ -158,6 +221,13 @@ class Schema:
 
     def to_toml(self) -> str:
         lines = []
+        if self.is_image:
+            assert self.image_shape is not None
+            lines.append("[image]")
+            lines += [f"{k} = {v}" for k, v in zip(_IMAGE_KEYS, self.image_shape, strict=True)]
+            lines += ["", "[label]", f"column = {_toml_str(self.label)}"]
+            lines.append("classes = [" + ", ".join(_toml_value(c) for c in self.classes) + "]")
+            return "\n".join(lines) + "\n"
         if self.image_shape:
             lines.append(f"image_shape = {list(self.image_shape)}")
             lines.append("")
@@ -191,6 +261,8 @@ def schema_difference(got: Schema, want: Schema) -> str:
         return f"classes {list(got.classes)}, expected {list(want.classes)}"
     if got.classes != want.classes:
         return "the same classes, written as numbers in one and as text in the other"
+    if got.kind != want.kind:
+        return f"{got.kind} data, expected {want.kind} data"
     if got.image_shape != want.image_shape:
         return f"image shape {got.image_shape}, expected {want.image_shape}"
     names, wanted = [f.name for f in got.features], [f.name for f in want.features]
@@ -201,6 +273,39 @@ def schema_difference(got: Schema, want: Schema) -> str:
     if names != wanted:
         return "the same features in another order"
     return "feature types or categories differ"
+
+
+_IMAGE_KEYS = ("channels", "height", "width")
+
+
+def _image_schema(raw: dict[str, Any], label: str, classes: tuple[Any, ...], source: str) -> Schema:
+    """The schema of an ``[image]`` table: its size, and no feature list."""
+    image = raw["image"]
+    extra = sorted(set(raw) - {"image", "label"})
+    if extra:
+        raise DataError(
+            f"{source}: an image schema has [image] and [label] only; remove {', '.join(extra)} "
+            "(its features are the pixel values)"
+        )
+    if not isinstance(image, dict) or set(image) != set(_IMAGE_KEYS):
+        raise DataError(
+            f"{source}: [image] needs exactly channels, height and width, got "
+            f"{sorted(image) if isinstance(image, dict) else image!r}"
+        )
+    sizes = [image[k] for k in _IMAGE_KEYS]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes):
+        raise DataError(f"{source}: [image] channels, height and width must be integers")
+    channels, height, width = sizes
+    if channels not in IMAGE_CHANNELS:
+        raise DataError(
+            f"{source}: [image] channels must be 1 (grayscale) or 3 (RGB), got {channels}"
+        )
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise DataError(
+            f"{source}: [image] height and width must be in 1..{MAX_IMAGE_SIDE}, "
+            f"got {height} x {width}"
+        )
+    return Schema.image(classes, channels, height, width, label=label)
 
 
 def _bounds(value: Any, name: str, source: str) -> tuple[float, float]:

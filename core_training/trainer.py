@@ -1,9 +1,9 @@
 """The local trainer: ``fit`` and ``evaluate``. It returns metrics and never prints.
 
-One epoch, top to bottom: shuffle (seeded), for each batch add Gaussian input noise
-(training only), forward under autocast on CUDA, weighted cross-entropy with label
-smoothing, plus the FedProx term when asked, backward, clip the gradient norm, step,
-advance the schedule.
+One epoch, top to bottom: shuffle (seeded), for each batch augment images when asked
+(random crop and flip, :mod:`.augment`) and add Gaussian input noise (training only),
+forward under autocast on CUDA, weighted cross-entropy with label smoothing, plus the
+FedProx term when asked, backward, clip the gradient norm, step, advance the schedule.
 
 Differential privacy enters through ``privatize``: a callable that receives the model,
 optimizer, a DataLoader and the loss, and returns private versions (``privacy.dp``).
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from .augment import make_augment
 from .config import TrainConfig
 from .metrics import balanced_accuracy, confusion_matrix, macro_f1, per_class_recall
 from .sampling import RESAMPLING_UNDER_DP, resample_classes
@@ -60,6 +61,7 @@ def fit(
     proximal_mu: float = 0.0,
     device: torch.device | None = None,
     on_epoch: Callable[[int], None] | None = None,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on (X, y); return train metrics and the step count.
 
@@ -68,7 +70,10 @@ def fit(
     ``on_epoch(epoch)`` is called after each epoch (1-based), e.g. for a progress bar.
     ``config.resampling`` balances the classes of (X, y) first: resampling here, where
     only training rows arrive, keeps validation rows from ever being duplicated.
+    ``image_shape`` is the data's (channels, height, width) when its rows are images:
+    ``config.augment`` needs it, and augments the training batches only.
     """
+    augment = make_augment(config.augment, image_shape)  # refused on tabular data
     num_examples = len(y)  # distinct training rows, whatever resampling makes of them
     if config.resampling != "none":
         if privatize is not None:
@@ -119,6 +124,8 @@ def fit(
             # Under DP, Poisson sampling can draw an empty batch; it still steps (the
             # optimizer adds pure noise, and the accountant counts that step).
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if augment is not None:
+                xb = augment(xb)
             if config.input_noise_std > 0:
                 xb = xb + torch.randn_like(xb) * config.input_noise_std
             optimizer.zero_grad(set_to_none=True)

@@ -57,9 +57,9 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
     assert data is not None
     schema = data.schema
     _, _, duplicates = drop_duplicates(data.X, data.y)
-    missing = {
+    missing = {  # an image has no missing values: its loader refuses any
         name: int(np.isnan(data.X[:, cols]).any(axis=1).sum())
-        for name, cols in feature_columns(schema)
+        for name, cols in ([] if schema.is_image else feature_columns(schema))
     }
     counts = np.bincount(data.y, minlength=schema.num_classes)
     classes = {str(c): int(n) for c, n in zip(schema.classes, counts, strict=True)}
@@ -70,6 +70,7 @@ def check_data(args: argparse.Namespace) -> dict[str, Any]:
         "rows": len(data),
         "features": len(schema.features),
         "encoded_columns": schema.num_features,
+        "image_shape": list(schema.image_shape) if schema.is_image else None,
         "duplicates": duplicates,
         "missing": missing,
         "classes": classes,
@@ -118,14 +119,14 @@ def check_data_verdict(r: dict[str, Any]) -> str | None:
 
 def check_data_text(r: dict[str, Any]) -> str:
     missing = {k: v for k, v in r["missing"].items() if v}
+    if r.get("image_shape"):
+        shape = " x ".join(map(str, r["image_shape"]))
+        described = ("image", f"{shape} (channels x height x width), {r['encoded_columns']} values")
+    else:
+        described = ("features", f"{r['features']} ({r['encoded_columns']} encoded columns)")
     lines = [
         fields(
-            [
-                ("file", r["file"]),
-                ("rows", r["rows"]),
-                ("features", f"{r['features']} ({r['encoded_columns']} encoded columns)"),
-                ("duplicates", r["duplicates"]),
-            ]
+            [("file", r["file"]), ("rows", r["rows"]), described, ("duplicates", r["duplicates"])]
         ),
         "classes:",
         table([[c, n] for c, n in r["classes"].items()], ["class", "rows"]),

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core_training.augment import augment_problem
 from core_training.config import TrainConfig
 from core_training.data import Table
 from core_training.pipeline import fit_preparation, local_stats
@@ -218,6 +219,10 @@ def train_round(
     on_epoch: Callable[[int], None] | None = None,
 ) -> RoundResult:
     """Validate, then train ``model`` (holding the received global weights) in place."""
+    image_shape = silo.train.schema.image_shape
+    problem = augment_problem(config.augment, image_shape)
+    if problem:  # before anything is computed, reserved or spent
+        raise ValueError(problem)
     X_train, X_val = preprocessor.transform(silo.train.X), preprocessor.transform(silo.val.X)
     val = evaluate(model, X_val, silo.val.y)
     # A different, reproducible shuffle and dropout pattern in every round and silo.
@@ -227,6 +232,7 @@ def train_round(
         "class_weights": class_weights,
         "proximal_mu": proximal_mu,
         "on_epoch": on_epoch,
+        "image_shape": image_shape,
     }
     if dp is None:
         result = fit(model, X_train, silo.train.y, round_config, **train_args)

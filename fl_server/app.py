@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore import log
 from torch import nn
 
+from core_training.augment import augment_problem
 from core_training.config import ConfigError, TrainConfig
 from core_training.custom_model import ModelFactoryError
 from core_training.data import Table, load_table
@@ -145,6 +146,9 @@ class Federation:
             )
         server_table = self._validation_table() if self.settings.validation == "server" else None
         schema = self._schema(server_table)
+        problem = augment_problem(self.config.augment, schema.image_shape)
+        if problem:  # a tabular federation cannot augment: stop before any node computes
+            raise RunStopped("bad-augment", problem)
         # The model is built and checked first: a model that cannot train stops the run
         # before any silo computes (or, with DP statistics, spends budget on) anything.
         spec, initial = self._initial_model(schema)

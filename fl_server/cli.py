@@ -58,6 +58,7 @@ def keygen_text(r: dict[str, Any]) -> str:
 def init(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from core_training.augment import augment_problem
     from core_training.config import TrainConfig
     from core_training.models import build_model
     from core_training.pipeline import fit_preparation, local_stats, model_spec_for
@@ -74,6 +75,8 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError("init needs the federation's schema: --schema FILE or --dataset NAME")
     if not args.stats and data is None and not args.per_silo_preprocessing:
         raise CLIError(NO_SHARED_STATISTICS)
+    if problem := augment_problem(config.augment, schema.image_shape):
+        raise CLIError(problem)
     spec = model_spec_for(schema, config)
     torch.manual_seed(config.seed)
     state = build_model(spec).state_dict()
@@ -96,6 +99,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         "model_spec": spec.to_dict(),
         "parameters": sum(int(v.numel()) for v in state.values()),
         "features": schema.num_features,
+        "image_shape": list(schema.image_shape) if schema.is_image else None,
         "classes": list(schema.classes),
         "preprocessing": source,
         "train_config": config.to_dict(),
@@ -118,6 +122,8 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
     from fl_common.modelfile import STATS_CONTENT
     from privacy import store
 
+    from .replies import check_stats
+
     parts = []
     for path in paths:
         payload, meta = store.load_json(path, key=key, kind="json")
@@ -127,9 +133,12 @@ def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
         if diff:
             raise CLIError(f"{path}: the silo's schema differs from the federation's: {diff}")
         try:
-            parts.append(FeatureStats.from_dict(payload))
+            stats = FeatureStats.from_dict(payload)
+            # checked as a statistics reply is: shapes from the schema, counts, ranges
+            check_stats(stats, schema, rows=int(meta.get("rows", -1)), exact=True)
         except ValueError as exc:
             raise CLIError(f"{path}: {exc} (fl-client stats on that silo)") from None
+        parts.append(stats)
     merged = merge_stats(parts)
     return merged, merged.num_rows
 
@@ -143,12 +152,20 @@ def _prep_metadata(pre: Any, weights: Any) -> dict[str, Any]:
     return preprocessing_metadata(prep)
 
 
+def _data_shape(r: dict[str, Any]) -> str:
+    if r.get("image_shape"):
+        return (
+            "images of " + " x ".join(map(str, r["image_shape"])) + " (channels x height x width)"
+        )
+    return f"{r['features']} features"
+
+
 def init_text(r: dict[str, Any]) -> str:
     return fields(
         [
             ("wrote", r["path"]),
             ("model", f"{_meta_text('model_spec', r['model_spec'])}, {r['parameters']} weights"),
-            ("data", f"{r['features']} features, classes {r['classes']}"),
+            ("data", f"{_data_shape(r)}, classes {r['classes']}"),
             ("preprocessing", r["preprocessing"]),
             ("local epochs", r["train_config"]["local-epochs"]),
         ]

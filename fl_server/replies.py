@@ -149,9 +149,10 @@ def _parse_stats(reply: Message, node: int, schema: Schema) -> StatsReply | Prob
 
 
 def check_stats(stats: FeatureStats, schema: Schema, *, rows: int, exact: bool) -> None:
-    """Shapes from the schema, finite values, and for exact statistics the counts that
-    must agree with the rows the silo reported (noisy DP statistics need not)."""
-    d, k = schema.num_features, schema.num_classes
+    """Shapes from the schema (one column per channel for images), finite values, and
+    for exact statistics the counts that must agree with the rows the silo reported
+    (noisy DP statistics need not) and, for images, figures pixels in [0, 1] can have."""
+    d, k = schema.stats_width, schema.num_classes
     for name, value in stats.to_dict().items():
         arr = np.asarray(value, dtype=np.float64)
         want = (k,) if name == "class_counts" else (d, HIST_BINS) if "hist" in name else (d,)
@@ -176,6 +177,21 @@ def check_stats(stats: FeatureStats, schema: Schema, *, rows: int, exact: bool) 
     present = count > 0
     if np.isnan(low[present]).any() or (low[present] > high[present]).any():
         raise BadValue("statistics minimum/maximum: missing or minimum above maximum")
+    if schema.is_image:
+        _check_image_stats(stats, rows)
+
+
+def _check_image_stats(stats: FeatureStats, rows: int) -> None:
+    """Per-channel figures of ``rows`` images with pixel values in [0, 1]: every image
+    has every channel, and no mean or spread lies outside what such values allow."""
+    if (np.asarray(stats.count) != rows).any():
+        raise BadValue(f"statistics count: every channel of an image silo counts its {rows} images")
+    low, high, mean = (np.asarray(v) for v in (stats.minimum, stats.maximum, stats.mean))
+    if (low < 0).any() or (high > 1).any() or (mean < low).any() or (mean > high).any():
+        raise BadValue("statistics of an image silo: pixel figures outside [0, 1]")
+    # values in [0, 1] vary by at most a quarter (half of them at 0, half at 1)
+    if (np.asarray(stats.m2) > 0.25 * rows * (1 + 1e-9)).any():
+        raise BadValue("statistics m2 of an image silo: more spread than pixels in [0, 1] allow")
 
 
 # -- training --------------------------------------------------------------------------

@@ -14,6 +14,9 @@ released with the Gaussian mechanism:
   ``sigma`` for all of them, calibrated so that the ``m`` releases composed reach the
   policy's ``statistics.epsilon``;
 - the minimum and maximum sent are the schema's range, never the silo's own values;
+- an image silo releases the same statistics per channel (pixel values in [0, 1]),
+  each image contributing its mean over the channel's pixels, so one image still moves
+  each sum by at most the bounds above;
 - the noisy sums become the mergeable statistics (whole non-negative counts, centred
   moments, means inside the range) by post-processing alone.
 
@@ -42,7 +45,11 @@ class StatisticsBoundsError(ValueError):
 
 
 def column_bounds(table: Table) -> tuple[np.ndarray, np.ndarray]:
-    """Per encoded column: the schema's range for numeric columns, [0, 1] for one-hot."""
+    """Per encoded column: the schema's range for numeric columns, [0, 1] for one-hot;
+    for images, per channel: pixel values are in [0, 1]."""
+    if table.schema.is_image:
+        channels = table.schema.stats_width
+        return np.zeros(channels), np.ones(channels)
     low, high = [], []
     missing = []
     for feature in table.schema.features:
@@ -86,6 +93,8 @@ def sensitivities(low: np.ndarray, high: np.ndarray) -> dict[str, float]:
 
 def exact_sums(table: Table, low: np.ndarray, high: np.ndarray, histograms: bool) -> dict:
     """The sums a release adds noise to, of the values clipped to their range."""
+    if table.schema.is_image:
+        return image_sums(table, low, high)
     X = np.clip(table.X.astype(np.float64), low, high)  # NaN (missing) stays NaN
     present = ~np.isnan(X)
     centred = np.where(present, X - (low + high) / 2, 0.0)
@@ -103,6 +112,28 @@ def exact_sums(table: Table, low: np.ndarray, high: np.ndarray, histograms: bool
         hist = compute_stats(X, table.y, table.schema.num_classes, histograms=True)
         sums["hist"], sums["log_hist"] = hist.hist, hist.log_hist
     return sums
+
+
+def image_sums(table: Table, low: np.ndarray, high: np.ndarray) -> dict:
+    """Per channel, the sums over images of each image's mean of its centred pixel
+    values raised to the power k (and of their ``log1p``): the units of
+    :mod:`core_training.channel_stats`, and one image still moves each sum by at most
+    ``half-width^k`` per channel, so the sensitivities above hold. No histograms: pixels
+    are never imputed."""
+    n, channels = len(table), low.size
+    pixels = table.X.reshape(n, channels, -1).astype(np.float64)
+    pixels = np.clip(pixels, low[:, None], high[:, None])
+    centred = pixels - ((low + high) / 2)[:, None]
+    logged = np.log1p(pixels)
+    return {
+        "count": np.full(channels, float(n)),
+        "s1": centred.mean(2).sum(0),
+        "s2": (centred**2).mean(2).sum(0),
+        "s3": (centred**3).mean(2).sum(0),
+        "log_s1": logged.mean(2).sum(0),
+        "log_s2": (logged**2).mean(2).sum(0),
+        "class_counts": np.bincount(table.y, minlength=table.schema.num_classes).astype(float),
+    }
 
 
 def release_sums(

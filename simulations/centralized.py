@@ -71,6 +71,7 @@ def run_centralized(
         config,
         class_weights=prepared.class_weights,
         on_epoch=on_epoch,
+        image_shape=table.schema.image_shape,
     )
     model.load_state_dict(best["state"])
     metrics = evaluate(model, prepared.preprocessor.transform(test.X), test.y)

@@ -1,5 +1,6 @@
-"""The guides run as written: every shell session of docs/cli.md and docs/deployment.md,
-and the README's quick start, on a fresh HOME with free ports (see tests/docs/guide_runner.py)."""
+"""The guides run as written: every shell session of docs/cli.md, docs/deployment.md and
+docs/simulation.md, and the README's quick start, on a fresh HOME with free ports (see
+tests/docs/guide_runner.py)."""
 
 from __future__ import annotations
 
@@ -70,6 +71,12 @@ def walk(guide: Path, tmp: Path, *, timeout: float = 600) -> None:
 
 def test_cli_guide_runs_as_written(tmp_path: Path) -> None:
     walk(ROOT / "docs" / "cli.md", tmp_path)
+
+
+@pytest.mark.e2e
+def test_simulation_guide_runs_as_written(tmp_path: Path) -> None:
+    """Its console session is the image-silo walk-through: a real two-round `flwr run`."""
+    walk(ROOT / "docs" / "simulation.md", tmp_path)
 
 
 @pytest.mark.deployment

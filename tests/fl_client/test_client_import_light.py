@@ -1,6 +1,6 @@
 """Flower starts a ClientApp process per message, so what the apps import at module level
-is paid every round: scikit-learn and scipy (about two seconds), Opacus (only for DP)
-and matplotlib (only for plots) must stay out of it."""
+is paid every round: scikit-learn and scipy (about two seconds), Opacus (only for DP),
+matplotlib (only for plots) and kornia (only to augment images) must stay out of it."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("sklearn", "scipy", "opacus", "matplotlib")
+HEAVY = ("sklearn", "scipy", "opacus", "matplotlib", "kornia")
 
 
 @pytest.mark.parametrize(
     "module",
     ["fl_client.app", "fl_server.app", "core_training.trainer", "core_training.pipeline"],
 )
-def test_importing_leaves_out_sklearn_scipy_opacus_and_matplotlib(module: str) -> None:
+def test_importing_leaves_out_sklearn_scipy_opacus_matplotlib_and_kornia(module: str) -> None:
     code = (
         f"import sys, {module}\n"
         f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
