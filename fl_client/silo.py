@@ -170,9 +170,7 @@ def _simulated_silo(
         "min_partition_size",
     )
     key = tuple((k, getattr(settings, k)) for k in data_keys)
-    return _simulated_silo_cached(
-        pid, n, key, seed, drop_duplicates, settings.silo_test_fraction
-    )
+    return _simulated_silo_cached(pid, n, key, seed, drop_duplicates, settings.silo_test_fraction)
 
 
 @lru_cache(maxsize=8)
