@@ -73,6 +73,38 @@ def split(table: Table, *, test_fraction: float, seed: int) -> tuple[Table, Tabl
     return table.subset(np.sort(train_idx)), table.subset(np.sort(test_idx))
 
 
+# A test split needs this many rows left for training and validation after it.
+MIN_ROWS_AFTER_TEST = 10
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A table with its test rows taken out (``test`` None: too few rows, ``note`` why)."""
+
+    rest: Table
+    test: Table | None
+    note: str = ""
+
+
+def hold_out_test(table: Table, *, fraction: float, seed: int) -> HeldOut:
+    """Take ``fraction`` of the rows out as a test split (stratified when every class has
+    two rows or more, as :func:`split`), before anything else touches them. A table that
+    would keep fewer than ``MIN_ROWS_AFTER_TEST`` rows, or hold out a single row, gets
+    no test split, and ``note`` says so: its training rows are never scored as test."""
+    if fraction <= 0:
+        return HeldOut(table, None, "")
+    n_test = round(len(table) * fraction)
+    if n_test < 2 or len(table) - n_test < MIN_ROWS_AFTER_TEST:
+        return HeldOut(
+            table,
+            None,
+            f"too few rows ({len(table)}) to hold out a test split of {fraction:g}: it "
+            f"needs two test rows and {MIN_ROWS_AFTER_TEST} rows left to train and validate",
+        )
+    rest, test = split(table, test_fraction=fraction, seed=seed)
+    return HeldOut(rest, test)
+
+
 def deduplicate(table: Table, config: TrainConfig) -> tuple[Table, int]:
     if not config.drop_duplicates:
         return table, 0

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from torch import nn
@@ -49,7 +57,7 @@ from privacy.keys import resolve_key
 from privacy.policy import Grant, PolicyDeclined
 from privacy.stats_release import StatisticsBoundsError
 
-from . import personal
+from . import held_out, personal
 from .local_round import (
     DPOptions,
     grant_for,
@@ -153,6 +161,15 @@ def train(msg: Message, context: Context) -> Message:
         arrays = p.state_to_record(received.plan.shared(result.state))  # what travels
         if received.kept is not None:
             personal.keep_trained(received.path, received.kept, result.state, key=received.key)
+            if settings.silo_test_fraction > 0 and received.plan.personal:
+                config_record = msg.content[p.CONFIG]
+                personal.keep_snapshot(
+                    personal.snapshots_path(received.path),
+                    received.kept,
+                    int(config_record.get("server-round", 0)),
+                    keep_since=int(config_record.get(p.KEEP_LAYERS_SINCE, 0)),
+                    key=received.key,
+                )
     content = RecordDict(
         {
             p.ARRAYS: arrays,
@@ -174,13 +191,15 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     except _MODEL_ERRORS as exc:
         return _model_error(msg, silo, exc)
     model = received.model
+    config_record = msg.content.config_records.get(p.CONFIG)
+    if config_record is not None and bool(config_record.get(p.TEST, False)):
+        return _test(msg, silo, settings, config, received, config_record)
     try:
         grant_for(silo, settings, config, num_parameters=_parameters(model))
         _take_evaluation(silo, context.run_id)
     except PolicyDeclined as declined:
         return _declined(msg, silo, declined)
     pre, _ = _preparation(msg, silo, config)
-    config_record = msg.content.config_records.get(p.CONFIG)
     int8 = config_record is not None and bool(config_record.get("int8", False))
     X_val = pre.transform(silo.val.X)
     global_val = received.global_metrics(X_val, silo.val.y, int8=int8)
@@ -195,6 +214,37 @@ def evaluate_global(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {p.METRICS: metrics, p.INFO: p.info_record(p.STATUS_OK, silo=silo.silo_id)}
+    )
+    return Message(content=content, reply_to=msg)
+
+
+def _test(
+    msg: Message,
+    silo: Silo,
+    settings: RunSettings,
+    config: TrainConfig,
+    received: Received,
+    config_record: ConfigRecord,
+) -> Message:
+    """The run's one test evaluation (:mod:`.held_out`): the kept model on the test rows."""
+    try:
+        grant_for(silo, settings, config, num_parameters=_parameters(received.model))
+        held_out.take_test(silo, received.path)
+    except PolicyDeclined as declined:
+        return _declined(msg, silo, declined)
+    pre, _ = _preparation(msg, silo, config)
+    try:
+        metrics = held_out.held_out_metrics(
+            received, silo, pre, judged_round=int(config_record.get(p.JUDGED_ROUND, 0))
+        )
+    except personal.LayersUnavailable as exc:
+        return _model_error(msg, silo, exc)
+    reason = "" if silo.test is not None else held_out.no_test_reason(silo)
+    content = RecordDict(
+        {
+            p.METRICS: MetricRecord(metrics),
+            p.INFO: p.info_record(p.STATUS_OK, reason, silo=silo.silo_id),
+        }
     )
     return Message(content=content, reply_to=msg)
 

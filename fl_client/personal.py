@@ -107,3 +107,73 @@ def keep_trained(
     """After training: the silo's local layers are the trained ones."""
     kept.local = {k: state[k].detach().cpu().clone() for k in kept.local}
     save_kept(path, kept, key=key)
+
+
+# -- snapshots for the test evaluation ---------------------------------------------------
+#
+# With ``silo-test-fraction`` the server scores, once at the end, the model of the round
+# it kept, and a silo's personalized model of that round has the local layers the silo
+# had then, not its last ones. So after each training the silo also keeps a copy of
+# its local layers under the round's number (``<silo>-<run>.snapshots``, same key).
+# The model the server judged in round j was validated, on this silo, with the layers of
+# its latest training before round j (the initial ones when it had none). Each train
+# message names ``keep-layers-since``, the round that judged the best model so far; a
+# snapshot older than the one that round needs is dropped, so a silo keeps at most
+# the rounds since the best model was judged, plus one (early stopping bounds those).
+# The file is deleted once the test evaluation has read it.
+
+
+def snapshots_path(kept_path: Path) -> Path:
+    return kept_path.with_suffix(".snapshots")
+
+
+def load_snapshots(path: Path, *, key: bytes) -> dict[int, dict[str, torch.Tensor]]:
+    """The local layers this silo kept by training round (empty when none yet)."""
+    if not path.exists():
+        return {}
+    try:
+        payload, _ = store.load_state(path, key=key, kind=KIND)
+    except store.DecryptionError:
+        raise LayersUnavailable(
+            f"{path} does not decrypt with this silo's key: its snapshots are refused"
+        ) from None
+    return {int(r): dict(layers) for r, layers in payload["rounds"].items()}
+
+
+def keep_snapshot(
+    path: Path,
+    kept: KeptLayers,
+    server_round: int,
+    *,
+    keep_since: int,
+    key: bytes,
+) -> None:
+    """Keep this silo's local layers after training in ``server_round``, and drop those
+    no test of a model judged in round ``keep_since`` or later can need."""
+    rounds = load_snapshots(path, key=key)
+    rounds[server_round] = {k: v.detach().cpu().clone() for k, v in kept.local.items()}
+    earlier = [r for r in rounds if r < keep_since]
+    floor = max(earlier) if earlier else keep_since
+    rounds = {r: v for r, v in rounds.items() if r >= floor}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store.save_state(path, {"rounds": {str(r): v for r, v in rounds.items()}}, key=key, kind=KIND)
+
+
+def layers_before(
+    path: Path, kept: KeptLayers, judged_round: int, *, key: bytes
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The local layers that validated the model judged in ``judged_round``: those of
+    this silo's latest training before it (round 0: the initial ones), and that round."""
+    rounds = load_snapshots(path, key=key)
+    earlier = [r for r in rounds if r < judged_round]
+    if not earlier:
+        return {k: kept.fixed[k] for k in kept.local}, 0
+    latest = max(earlier)
+    layers = rounds[latest]
+    if set(layers) != set(kept.local):
+        raise LayersUnavailable(f"{path}: the snapshot of round {latest} holds other layers")
+    return layers, latest
+
+
+def drop_snapshots(path: Path) -> None:
+    path.unlink(missing_ok=True)

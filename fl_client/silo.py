@@ -29,7 +29,7 @@ import numpy as np
 from core_training.config import TrainConfig
 from core_training.data import Table, load_table
 from core_training.partition import partition
-from core_training.pipeline import deduplicate, split
+from core_training.pipeline import deduplicate, hold_out_test, split
 from fl_common.data import pooled_split
 from fl_common.settings import RunSettings, fedsilo_home
 from privacy.policy import SiloPolicy, find_policy
@@ -62,6 +62,10 @@ class Silo:
     policy: SiloPolicy
     key_file: str | None = None  # the node's own key file (None: FEDSILO_KEY or default)
     held_out: bool = True  # False: too few rows, so it validates on its training rows
+    # silo-test-fraction: rows taken out before the validation split, scored once at the
+    # end; None when not asked for or too few rows (``test_note`` says which)
+    test: Table | None = None
+    test_note: str = ""
 
 
 def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainConfig) -> Silo:
@@ -83,6 +87,7 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
             config.seed,
             config.drop_duplicates,
             str(fedsilo_home()),
+            settings.silo_test_fraction,
         )
     if "partition-id" not in node_config:
         raise ValueError(
@@ -107,7 +112,12 @@ def silo_for(node_config: dict[str, Any], settings: RunSettings, config: TrainCo
 
 @lru_cache(maxsize=64)
 def _simulated_silo_cached(
-    pid: int, n: int, key: tuple[Any, ...], seed: int, drop_duplicates: bool
+    pid: int,
+    n: int,
+    key: tuple[Any, ...],
+    seed: int,
+    drop_duplicates: bool,
+    test_fraction: float = 0.0,
 ) -> Silo:
     settings = RunSettings(**dict(key))
     pool, _ = pooled_split(settings, seed)
@@ -116,6 +126,7 @@ def _simulated_silo_cached(
         pool.subset(parts[pid]),
         silo_id=_silo_id(settings.dataset, settings.partitioner, n, seed, pid),
         val_fraction=settings.local_val_fraction,
+        test_fraction=test_fraction,
         seed=seed + pid,
         drop_duplicates=drop_duplicates,
         ledger_path=None,
@@ -159,7 +170,7 @@ def _simulated_silo(
         "min_partition_size",
     )
     key = tuple((k, getattr(settings, k)) for k in data_keys)
-    return _simulated_silo_cached(pid, n, key, seed, drop_duplicates)
+    return _simulated_silo_cached(pid, n, key, seed, drop_duplicates, settings.silo_test_fraction)
 
 
 @lru_cache(maxsize=8)
@@ -173,6 +184,7 @@ def _deployed_silo(
     seed: int,
     drop_duplicates: bool,
     home_path: str,
+    test_fraction: float = 0.0,
 ) -> Silo:
     if not schema:
         raise ValueError(
@@ -186,6 +198,7 @@ def _deployed_silo(
         table,
         silo_id=policy.silo_id or stored_silo_id(home),
         val_fraction=val_fraction,
+        test_fraction=test_fraction,
         seed=seed,
         drop_duplicates=drop_duplicates,
         ledger_path=Path(ledger_path) if ledger_path else None,
@@ -237,12 +250,18 @@ def _local_split(
     policy: SiloPolicy,
     key_file: str | None = None,
     home: Path | None = None,
+    test_fraction: float = 0.0,
 ) -> Silo:
     table, dropped = deduplicate(table, TrainConfig(drop_duplicates=drop_duplicates))
+    # the test rows leave first: no statistic, training or validation ever sees them
+    held = hold_out_test(table, fraction=test_fraction, seed=seed)
+    table = held.rest
     if len(table) >= MIN_ROWS_TO_HOLD_OUT:
         train, val = split(table, test_fraction=val_fraction, seed=seed)
     else:  # too small to hold out: validate on the training rows (reported as such)
         train, val = table, table
     ledger = ledger_path or (home or fedsilo_home()) / "ledgers" / f"{silo_id}.ledger"
     held_out = train is not val
-    return Silo(silo_id, train, val, dropped, ledger, policy, key_file, held_out)
+    return Silo(
+        silo_id, train, val, dropped, ledger, policy, key_file, held_out, held.test, held.note
+    )

@@ -11,6 +11,16 @@ server -> client (train / evaluate): ``arrays`` (the global model's shared weigh
     all of them unless the run keeps some on the silos), ``config``, and once
     federated statistics exist, ``prep`` ArrayRecord (the fitted preprocessor and
     global class weights) so every silo cleans and weights its data the same way
+server -> client (evaluate, ``silo-test-fraction`` > 0, once at the end): ``arrays``
+    (the kept model's shared weights), ``prep`` and ``config`` {``test``: true,
+    ``model-round``: the kept round, ``judged-round``: the round whose replies validated
+    it}; train messages then also name ``keep-layers-since`` (the round that judged the
+    best model so far), so a silo with local layers knows which snapshots to keep
+client -> server (test): ``metrics`` with ``num-examples``, ``test_held_out`` (0: no
+    test split, ``info`` says why) and ``test_examples``, ``test_loss``,
+    ``test_accuracy``, ``test_balanced_accuracy``, ``test_macro_f1``,
+    ``test_confusion`` (with local layers the personalized model of the kept round,
+    ``global_test_*`` the global model, and ``test_layers_round``); never rows
 client -> server (train): ``arrays`` (updated model), ``metrics`` (always the same
     keys: see ``TRAIN_METRIC_KEYS``), ``info`` ConfigRecord with ``status``
     ("ok" or "declined") and a human-readable ``reason``. With local layers the
@@ -59,6 +69,12 @@ TRAIN_METRIC_KEYS = (
     "train_seconds",
 )
 GLOBAL_PREFIX = "global_"  # with local layers: the global model's val_* metrics
+
+# the test evaluation (silo-test-fraction): config keys of the messages
+TEST = "test"
+MODEL_ROUND = "model-round"
+JUDGED_ROUND = "judged-round"
+KEEP_LAYERS_SINCE = "keep-layers-since"
 
 EVAL_METRIC_KEYS = (
     NUM_EXAMPLES,

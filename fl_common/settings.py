@@ -58,6 +58,9 @@ class RunSettings:
     synthetic_minority_fraction: float = 0.0  # 0: balanced classes
     server_val_fraction: float = 0.2
     local_val_fraction: float = 0.2
+    # each silo's held-out test split, taken before its train/validation split and
+    # scored once, at the end, with the kept model (0: none; federated validation only)
+    silo_test_fraction: float = 0.0
     partitioner: str = "iid"
     dirichlet_alpha: float = 0.5
     min_partition_size: int = 10
@@ -111,6 +114,12 @@ class RunSettings:
         for key in ("server_val_fraction", "local_val_fraction"):
             value = getattr(self, key)
             require(0 < value < 1, key.replace("_", "-"), "must be in (0, 1)", value)
+        require(
+            0 <= self.silo_test_fraction < 1,
+            "silo-test-fraction",
+            "must be in [0, 1)",
+            self.silo_test_fraction,
+        )
         require(
             self.dirichlet_alpha > 0, "dirichlet-alpha", "must be positive", self.dirichlet_alpha
         )
@@ -176,6 +185,11 @@ class RunSettings:
                 'local-layers and personalization need validation = "federated": the '
                 "server's model lacks each silo's own layers, so only the silos can "
                 "validate their personalized models"
+            )
+        if self.silo_test_fraction > 0 and self.validation != "federated":
+            raise ConfigError(
+                "setting 'silo-test-fraction' needs validation = \"federated\": the test "
+                "rows and the validation rows are both the silos' own"
             )
         if self.dataset not in BUILTIN_DATASETS and not self.schema:
             raise ConfigError(

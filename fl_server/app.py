@@ -44,6 +44,7 @@ from privacy.keys import KeyNotFoundError, default_key_path, generate_key_file, 
 from . import tracking
 from .aggregation import restore_strategy_state
 from .early_stopping import EarlyStopping
+from .held_out import run_test
 from .loop import RoundLoop, RunStopped
 from .report import CURVES_FILE, HISTORY_FILE, SUMMARY_FILE, plot_curves
 from .selection import ModelSelector
@@ -423,6 +424,7 @@ class Federation:
                     state.current, state.prep, state.nodes, int8=False
                 )
                 self._selector(state).observe(state.model_round, state.current, metrics)
+                state.judged_in[state.model_round] = state.round + 1
             except RunStopped as stop:
                 log(WARNING, "Final validation skipped: %s", stop)
         best_round = state.early_stopping.best_round
@@ -433,6 +435,7 @@ class Federation:
                 export = self._export(state)
             except RunStopped as stop:
                 log(WARNING, "Export skipped: %s", stop)
+        test = self._test(state)
         eps = [h["epsilon_max"] for h in state.history if h.get("epsilon_max") is not None]
         summary = {
             "run_dir": str(self.run_dir),
@@ -456,6 +459,7 @@ class Federation:
             },
             "settings": self._config_dict(),
             "tracking": self.tracker.describe(),
+            "test": test,
         }
         if self.settings.personal:
             summary["personalized"] = _figures(best, "", best_round)
@@ -468,6 +472,26 @@ class Federation:
         self._save_best(state)  # always the checkpoint's best, even after a crash between
         self.tracker.finish(state.history, summary, self.run_dir)
         return summary
+
+    def _test(self, state: RunState) -> dict[str, Any] | None:
+        """The once-only test evaluation of the kept model (``silo-test-fraction``):
+        sent when the run has trained and not scored its test rows before (a resumed
+        run that did keeps those figures and sends nothing). Never fatal."""
+        if self.settings.silo_test_fraction <= 0 or state.round == 0:
+            return None
+        if state.test is not None:
+            log(
+                WARNING,
+                "The test rows were scored once already (round %s); not again",
+                state.test.get("round"),
+            )
+            return state.test
+        try:
+            state.test = run_test(self.loop, state)
+        except RunStopped as stop:
+            log(WARNING, "Test evaluation skipped: %s", stop)
+            return None
+        return state.test
 
     def _export(self, state: RunState) -> dict[str, Any]:
         """The best model quantized to int8, encrypted, with sizes and accuracies:

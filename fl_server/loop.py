@@ -221,11 +221,17 @@ class RoundLoop:
         nodes = self._sample(state.nodes, server_round)
         sent, sent_round = state.current, state.model_round
         shared = self.plan.shared(sent)  # what travels: all but the weights silos keep
+        config: dict[str, int] = {"server-round": server_round}
+        if self.settings.silo_test_fraction > 0 and self.plan.personal:
+            # silos keep snapshots of their local layers from the round that judged the
+            # best model so far on (fl_client.personal); none judged yet: from this one
+            best = state.early_stopping.best_round
+            config[p.KEEP_LAYERS_SINCE] = state.judged_in.get(best, server_round)
         messages = list(
             self.strategy.configure_train(
                 server_round,
                 p.numpy_to_record(shared),
-                ConfigRecord({"server-round": server_round}),
+                ConfigRecord(config),
                 OnlyNodes(self.transport.grid, nodes),
             )
         )
@@ -271,6 +277,7 @@ class RoundLoop:
             if found and not judged:  # each model is judged once
                 metrics = validation_metrics(found, state.nodes)
                 verdict = selector.observe(sent_round, sent, metrics)
+                state.judged_in[sent_round] = server_round
         elif not entry["skipped"]:
             verdict = selector.observe(
                 server_round, state.current, self.server_metrics(state.current)

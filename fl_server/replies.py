@@ -295,33 +295,60 @@ def parse_eval(
 
 
 def _evaluations(
-    metrics: dict[str, Any], rows: int, num_classes: int, val_fraction: float
+    metrics: dict[str, Any],
+    rows: int,
+    num_classes: int,
+    val_fraction: float,
+    *,
+    split: str = "val",
+    most: int | None = None,
 ) -> Evaluation | None:
-    """The reply's validation, with the global model's alongside when it has one."""
-    found = _evaluation(metrics, rows, num_classes, val_fraction, prefix="val_")
+    """The reply's validation (or test, ``split = "test"``), with the global model's
+    alongside when it has one: same rows, so the same count of each true class."""
+    kw = {"split": split, "most": most}
+    found = _evaluation(metrics, rows, num_classes, val_fraction, prefix=f"{split}_", **kw)
     if found is None:
         return None
-    other = _evaluation(metrics, rows, num_classes, val_fraction, prefix=p.GLOBAL_PREFIX + "val_")
+    other = _evaluation(
+        metrics, rows, num_classes, val_fraction, prefix=f"{p.GLOBAL_PREFIX}{split}_", **kw
+    )
     if other is not None and other.examples != found.examples:
         raise BadValue(
-            f"the global model was validated on {other.examples} rows, the personalized "
-            f"one on {found.examples}: both must use the same validation rows"
+            f"the global model was scored on {other.examples} rows, the personalized "
+            f"one on {found.examples}: both must use the same {split} rows"
+        )
+    if other is not None and not np.array_equal(
+        other.confusion.sum(axis=1), found.confusion.sum(axis=1)
+    ):
+        raise BadValue(
+            f"the global and the personalized model's {split} rows hold different counts "
+            "of each class: both must use the same rows"
         )
     return found if other is None else dataclasses.replace(found, global_model=other)
 
 
 def _evaluation(
-    metrics: dict[str, Any], rows: int, num_classes: int, val_fraction: float, *, prefix: str
+    metrics: dict[str, Any],
+    rows: int,
+    num_classes: int,
+    val_fraction: float,
+    *,
+    prefix: str,
+    split: str = "val",
+    most: int | None = None,
 ) -> Evaluation | None:
     """The validation metrics of a reply (None when it holds none). The validation
     split is at most ``val_fraction`` of the silo's rows (all of them for a silo too
-    small to hold rows out), which bounds the examples it may claim."""
-    key = "val_examples" if "val_examples" in metrics else p.NUM_EXAMPLES
+    small to hold rows out), which bounds the examples it may claim; a test split's
+    bound comes as ``most``."""
+    key = f"{split}_examples" if f"{split}_examples" in metrics else p.NUM_EXAMPLES
     if f"{prefix}loss" not in metrics:
         return None
-    if number(metrics.get("val_held_out", 1), "val_held_out", low=0, high=1, integer=True) == 0:
+    held = f"{split}_held_out"
+    if number(metrics.get(held, 1), held, low=0, high=1, integer=True) == 0:
         return None  # validated on its training rows: not a validation the server uses
-    most = max(rows, math.ceil(rows * val_fraction / (1 - val_fraction)) + 1)
+    if most is None:
+        most = max(rows, math.ceil(rows * val_fraction / (1 - val_fraction)) + 1)
     examples = int(number(metrics.get(key), key, low=0, high=most, integer=True))
     loss = number(metrics.get(f"{prefix}loss"), f"{prefix}loss", low=0)
     for name in SCORE_METRICS:
@@ -336,6 +363,74 @@ def _evaluation(
         raise BadValue(f"{prefix}confusion sums to {confusion.sum()}, not {examples} examples")
     accuracy = float(np.trace(confusion) / examples) if examples else 0.0
     return Evaluation(examples, loss, accuracy, confusion)
+
+
+# -- the test evaluation ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldOutReply:
+    """A silo's score of the kept model on its test rows; ``evaluation`` None: the silo
+    holds no test split (``reason`` says why). With local layers ``evaluation`` is its
+    personalized model of the kept round (``layers_round``: the training round its local
+    layers come from) and ``evaluation.global_model`` the global model."""
+
+    node: int
+    evaluation: Evaluation | None
+    reason: str = ""
+    layers_round: int | None = None
+
+
+def most_test_rows(rows: int, val_fraction: float, test_fraction: float) -> int:
+    """The most test rows a silo that reported ``rows`` training rows can hold: its
+    test split is ``test_fraction`` of all its rows, taken before the validation split."""
+    before_val = (rows + 1) / (1 - val_fraction)
+    return math.ceil((before_val * test_fraction + 0.5) / (1 - test_fraction)) + 1
+
+
+def parse_test(
+    reply: Message,
+    node: int,
+    *,
+    rows: int | None,
+    num_classes: int,
+    val_fraction: float,
+    test_fraction: float,
+    judged_round: int,
+) -> HeldOutReply | Problem:
+    """A test reply: confusion counts of the federation's classes that sum to the
+    examples claimed, no more examples than the silo's test split can hold, the
+    personalized and global model on the same rows, finite scores in [0, 1]."""
+
+    def parse() -> HeldOutReply | Problem:
+        early = _status(reply, node)
+        if early is not None:
+            return early
+        if rows is None:
+            raise BadValue("this node reported no rows at the statistics step of this run")
+        metrics = _metrics(reply)
+        held = number(metrics.get("test_held_out"), "test_held_out", low=0, high=1, integer=True)
+        if held == 0:
+            reason = _text(_info(reply).get("reason", ""), "reason")[:500]
+            return HeldOutReply(node, None, reason or "no test split")
+        most = most_test_rows(rows, val_fraction, test_fraction)
+        found = _evaluations(metrics, rows, num_classes, val_fraction, split="test", most=most)
+        if found is None or found.examples == 0:
+            raise BadValue("test reply without test metrics")
+        layers_round = None
+        if found.global_model is not None:
+            layers_round = int(
+                number(
+                    metrics.get("test_layers_round"),
+                    "test_layers_round",
+                    low=0,
+                    high=max(judged_round - 1, 0),
+                    integer=True,
+                )
+            )
+        return HeldOutReply(node, found, layers_round=layers_round)
+
+    return _guard(node, parse)
 
 
 # -- reading records -------------------------------------------------------------------

@@ -105,6 +105,9 @@ class RunState:
     model_round: int = 0  # the round whose aggregation made ``current`` (0: initial)
     stop_reason: str = ""  # why the run last ended ("" while it has not)
     stop_detail: str = ""
+    # federated validation: model round -> the round whose replies validated it
+    judged_in: dict[int, int] = field(default_factory=dict)
+    test: dict[str, Any] | None = None  # the test evaluation's figures, once done
 
     def entry(self, server_round: int) -> dict[str, Any]:
         """The history entry of a round (created empty if needed)."""
@@ -132,6 +135,8 @@ def save_checkpoint(run_dir: Path, state: RunState, *, key: bytes, config: dict[
         "model_round": state.model_round,
         "stop_reason": state.stop_reason,
         "stop_detail": state.stop_detail,
+        "judged_in": {str(k): v for k, v in state.judged_in.items()},
+        "test": state.test,
     }
     meta = model_metadata(
         state.spec,
@@ -164,5 +169,7 @@ def load_checkpoint(path: Path, *, key: bytes) -> tuple[RunState, dict[str, Any]
         model_round=int(payload.get("model_round", payload["round"])),
         stop_reason=str(payload.get("stop_reason", "")),
         stop_detail=str(payload.get("stop_detail", "")),
+        judged_in={int(k): int(v) for k, v in payload.get("judged_in", {}).items()},
+        test=payload.get("test"),
     )
     return state, meta

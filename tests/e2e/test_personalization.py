@@ -1,7 +1,8 @@
 """A personalized federation in a real `flwr run` simulation (Ray): the guide's FedPer
 scenario (simulations/scenarios/digits-fedper.toml) with two silos and two rounds. The
 head never travels; each silo keeps its own, encrypted in its fedsilo home; the summary
-reports the personalized and the global accuracy of each silo."""
+reports the personalized and the global accuracy of each silo, on its validation rows
+and, scored once at the end, on its held-out test rows."""
 
 from __future__ import annotations
 
@@ -23,7 +24,14 @@ SCENARIO = ROOT / "simulations" / "scenarios" / "digits-fedper.toml"
 def test_a_fedper_run_keeps_each_silo_s_head_and_reports_both_accuracies(flwr) -> None:
     config = tomllib.loads(SCENARIO.read_text())
     assert config["local-layers"] == "head.*" and config["validation"] == "federated"
-    config.update({"num-server-rounds": 2, "local-epochs": 2, "run-name": "fedper"})
+    config.update(
+        {
+            "num-server-rounds": 2,
+            "local-epochs": 2,
+            "run-name": "fedper",
+            "silo-test-fraction": 0.2,
+        }
+    )
     run = flwr.run(config, supernodes=2)
     assert run.returncode == 0, run.output[-4000:]
     assert "Traceback" not in run.output
@@ -49,4 +57,14 @@ def test_a_fedper_run_keeps_each_silo_s_head_and_reports_both_accuracies(flwr) -
         heads.append(kept.local["head.2.weight"])
     assert not heads[0].equal(heads[1])
     assert all(h["arrays_bytes_sent"] > 0 for h in run.history[1:])
+    # the test rows: scored once, with the model of the kept round, on every silo
+    test = summary["test"]
+    assert test["round"] == summary["best_round"] and test["left_out"] == {}
+    assert set(test["personalized"]["by_silo"]) == set(personalized["by_silo"])
+    assert set(test["global"]["by_silo"]) == set(personalized["by_silo"])
+    for figures in (test["personalized"], test["global"]):
+        assert 0 <= figures["pooled_accuracy"] <= 1 and figures["examples"] > 0
+    assert test["personalized"]["mean_accuracy"] >= 0.5, test
+    assert "Test evaluation of round" in run.output
+    assert not list((home / "layers").glob("*.snapshots"))  # deleted once read
     print(f"e2e personalized run: {run.seconds:.1f} s")
