@@ -9,7 +9,9 @@ custom model's spec records its factory reference and arguments: loading imports
 factory from the app folder (``core_training.custom_model``) and calls it, nothing else.
 Where the federation fitted one, the metadata also holds the preprocessing (the fitted
 preprocessor's arrays and the class weights, ``preprocessing``), so data is cleaned the
-way the model was trained wherever the file goes.
+way the model was trained wherever the file goes. A model whose weights are partly
+frozen records the patterns (``freeze``, :mod:`fl_common.frozen`); its updates hold only
+the trained weights and are not whole models.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from core_training.models import ModelSpec, build_model
 from core_training.preprocess import Preprocessor
 from core_training.quantize import PACKING, Int8Model, load_int8, pack_int8
 from core_training.schema import Schema
+from fl_common.frozen import FREEZE_KEY, UPDATE_NAMES_KEY
 from privacy import store
 
 MODEL_KINDS_FP32 = ("model", "update", "checkpoint")
-# What an update file carries over from the global model it was trained from.
-CARRIED_KEYS = ("train_config", "preprocessing", "preprocessing_source")
+# What an update file carries over from the global model it was trained from, and an
+# aggregated model from its base: the federation's model-level settings.
+CARRIED_KEYS = ("train_config", "preprocessing", "preprocessing_source", FREEZE_KEY)
 STATS_CONTENT = "fedsilo-feature-stats"  # metadata "content" of fl-client stats files
 
 
@@ -82,6 +86,11 @@ def load_model(path: str | Path, *, key: bytes) -> LoadedModel:
     if kind not in (*MODEL_KINDS_FP32, "export"):
         raise ValueError(f"{path} holds a {kind}, not a model")
     payload, meta = store.load_state(path, key=key, kind=kind)
+    if kind == "update" and meta.get(UPDATE_NAMES_KEY) is not None:
+        raise ValueError(
+            f"{path} is an update of a model with frozen weights: it holds only the trained "
+            "ones; use the model fl-server aggregate --base makes of it"
+        )
     if kind == "checkpoint":
         payload = payload["best_state"]
     spec = ModelSpec.from_dict(meta["model_spec"])
