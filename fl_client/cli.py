@@ -202,6 +202,7 @@ def stats_text(r: dict[str, Any]) -> str:
 
 def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.config import TrainConfig
+    from fl_common.frozen import UPDATE_NAMES_KEY, patterns_of, trainable
     from fl_common.modelfile import (
         CARRIED_KEYS,
         load_model,
@@ -222,6 +223,7 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
     if fixed:
         raise CLIError(f"{', '.join(fixed)} is fixed by the model file (set it at fl-server init)")
     config = TrainConfig.from_dict({**loaded.metadata.get("train_config", {}), **overrides})
+    frozen = _frozen(loaded, args.model)
     silo = _silo(args, config, args.ledger)
     check_schema(silo.train.schema, loaded.schema, args.data)
     shared = preprocessing_from(loaded.metadata)
@@ -275,9 +277,12 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
         local_train_config=config.to_dict(),
         local_preprocessing="federation" if shared else "fitted on this silo's rows",
     )
+    state = trainable(result.state or {}, frozen)  # the frozen weights are the base's
+    if frozen:
+        meta[UPDATE_NAMES_KEY] = list(state)
     path = save_model(
         Path(args.out),
-        result.state or {},
+        state,
         key=key,
         spec=loaded.spec,
         schema=loaded.schema,
@@ -295,7 +300,23 @@ def train_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "ledger": str(silo.ledger_path) if dp else None,
         "preprocessing": meta["local_preprocessing"],
         "policy": silo.policy.describe(),
+        "frozen": patterns_of(loaded.metadata) if frozen else None,
+        "update_names": list(state),
     }
+
+
+def _frozen(loaded: Any, path: str) -> frozenset[str]:
+    """The weights the model file freezes, with training turned off for them: they stay
+    the base model's, so the update leaves them out (smaller, and nothing to check)."""
+    from core_training.layers import freeze_
+    from fl_common.frozen import frozen_names
+
+    try:
+        frozen = frozen_names(loaded.model, loaded.metadata)
+    except ValueError as exc:  # ConfigError too: patterns that do not fit the model
+        raise CLIError(f"{path}: {exc}") from None
+    freeze_(loaded.model, frozen)
+    return frozen
 
 
 def train_text(r: dict[str, Any]) -> str:
@@ -312,11 +333,20 @@ def train_text(r: dict[str, Any]) -> str:
                 f"val_accuracy {m['val_accuracy']:.4f} on {r['val_examples']} rows held out here",
             ),
             ("preprocessing", r["preprocessing"]),
+            *_frozen_fields(r),
             ("epsilon spent", r["epsilon"]),
             ("ledger", r["ledger"]),
             ("policy", r["policy"]),
         ]
     )
+
+
+def _frozen_fields(r: dict[str, Any]) -> list[tuple[str, Any]]:
+    """train's line about frozen weights (none when the model freezes nothing)."""
+    if not r.get("frozen"):
+        return []
+    held = len(r["update_names"])
+    return [("frozen", f"{r['frozen']}: not trained; the update holds the other {held} tensor(s)")]
 
 
 # -- budget ----------------------------------------------------------------------------
