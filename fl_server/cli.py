@@ -63,6 +63,7 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.models import build_model
     from core_training.pipeline import fit_preparation, local_stats, model_spec_for
     from core_training.schema import Schema
+    from fl_common.frozen import FREEZE_KEY
     from fl_common.modelfile import save_model
 
     values = settings_from(args.set)
@@ -79,9 +80,15 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         raise CLIError(problem)
     spec = model_spec_for(schema, config)
     torch.manual_seed(config.seed)
-    state = build_model(spec).state_dict()
+    model = build_model(spec)
     key = key_from(args)
     meta: dict[str, Any] = {"round": 0, "train_config": config.to_dict()}
+    if args.initial_model:
+        model.load_state_dict(_initial_state(args.initial_model, spec, schema, key))
+        meta["initial_model"] = args.initial_model
+    if args.freeze and args.freeze.strip():
+        meta[FREEZE_KEY] = _freeze_record(model, args.freeze)
+    state = model.state_dict()
     if args.stats:
         stats, rows = _merged_stats(args.stats, schema, key)
         source = f"federated statistics of {len(args.stats)} silo(s), {rows} rows"
@@ -103,6 +110,8 @@ def init(args: argparse.Namespace) -> dict[str, Any]:
         "classes": list(schema.classes),
         "preprocessing": source,
         "train_config": config.to_dict(),
+        "initial_model": args.initial_model,
+        "freeze": meta.get(FREEZE_KEY),
     }
 
 
@@ -113,6 +122,62 @@ NO_SHARED_STATISTICS = (
     "files with --stats (or fit on the server's own data with --data/--dataset); "
     "--per-silo-preprocessing lets each silo standardize on its own instead"
 )
+
+
+# A model spec's fields and the settings (``--set``) or data that decide them.
+_SPEC_SETTINGS = {
+    "kind": "model",
+    "hidden_sizes": "hidden-sizes",
+    "dropout": "dropout",
+    "channels": "model",
+    "factory": "model",
+    "factory_args": "model-args",
+}
+
+
+def _initial_state(path: str, spec: Any, schema: Any, key: bytes) -> dict[str, Any]:
+    """The weights of ``--initial-model``: an fp32 model file of the very model this
+    init builds, for the same schema, so every silo can load them as they are."""
+    from fl_common.cli import schema_difference
+    from fl_common.modelfile import load_model
+
+    loaded = load_model(path, key=key)
+    if loaded.quantized:
+        raise CLIError(
+            f"--initial-model {path} is an int8 export; start from an fp32 model file "
+            "(a run's best-model.bin, a global model or a checkpoint)"
+        )
+    if loaded.schema is not None and (diff := schema_difference(loaded.schema, schema)):
+        raise CLIError(f"--initial-model {path} is for another schema: {diff}")
+    if loaded.spec != spec:
+        raise CLIError(
+            f"--initial-model {path} is {_meta_text('model_spec', loaded.spec.to_dict())}, "
+            f"not the model this init builds: {_spec_difference(loaded.spec, spec)}"
+        )
+    return loaded.model.state_dict()
+
+
+def _spec_difference(got: Any, want: Any) -> str:
+    """How two model specs differ, as the settings that would make them agree."""
+    mine, theirs = got.to_dict(), want.to_dict()
+    parts = [
+        f"{field} {mine.get(field)} in the file, {theirs.get(field)} here"
+        + (f" (--set {_SPEC_SETTINGS[field]}=...)" if field in _SPEC_SETTINGS else " (schema)")
+        for field in sorted(set(mine) | set(theirs))
+        if mine.get(field) != theirs.get(field)
+    ]
+    return "; ".join(parts)
+
+
+def _freeze_record(model: Any, patterns: str) -> dict[str, Any]:
+    """``--freeze`` checked as the run setting ``freeze`` is, before anything is written."""
+    from core_training.config import ConfigError
+    from fl_common.frozen import freeze_record
+
+    try:
+        return freeze_record(model, patterns)
+    except ConfigError as exc:
+        raise CLIError(f"--freeze: {exc}") from None
 
 
 def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
@@ -168,8 +233,21 @@ def init_text(r: dict[str, Any]) -> str:
             ("data", f"{_data_shape(r)}, classes {r['classes']}"),
             ("preprocessing", r["preprocessing"]),
             ("local epochs", r["train_config"]["local-epochs"]),
+            *_transfer_fields(r),
         ]
     )
+
+
+def _transfer_fields(r: dict[str, Any]) -> list[tuple[str, Any]]:
+    """init's lines about the initial weights and the frozen ones (none without them)."""
+    from fl_common.frozen import describe
+
+    out: list[tuple[str, Any]] = []
+    if r.get("initial_model"):
+        out.append(("initial weights", r["initial_model"]))
+    if r.get("freeze"):
+        out.append(("frozen", describe(r["freeze"])))
+    return out
 
 
 # -- aggregate -------------------------------------------------------------------------
@@ -207,6 +285,8 @@ def aggregate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         "rejected": batch.rejected,
         "num_examples": total,
     }
+    if batch.frozen:  # the base's weights, as they were: no update may change them
+        summary["frozen"] = {"patterns": batch.patterns, "names": sorted(batch.frozen)}
     meta = {**batch.carried, "round": batch.round, "aggregation": summary}
     meta["metrics"] = batch.weighted_metrics()
     path = save_model(
@@ -597,7 +677,10 @@ COMMANDS = [
         "write a fresh global model to start an offline federation from",
         "fl-server init --dataset breast-cancer --set hidden-sizes=64,32 --set local-epochs=2 \\\n"
         "    --seed 0 --out models/round-0.bin\n"
-        "fl-server init --schema schema.toml --stats silo-a.stats silo-b.stats --out round-0.bin",
+        "fl-server init --schema schema.toml --stats silo-a.stats silo-b.stats --out round-0.bin\n"
+        "fl-server init --schema schema.toml --stats silo-a.stats silo-b.stats \\\n"
+        "    --set hidden-sizes=32 --initial-model best-model.bin --freeze 'net.0.*' \\\n"
+        "    --out tl-0.bin",
         init,
         init_text,
         [
@@ -614,6 +697,19 @@ COMMANDS = [
                 action="store_true",
                 help="without --stats or data: let each silo standardize with its own "
                 "statistics (its inputs are then scaled differently from the others')",
+            ),
+            arg(
+                "--initial-model",
+                metavar="MODEL",
+                help="start from this fp32 model file's weights (e.g. an earlier run's "
+                "best-model.bin); same model settings and schema as this init",
+            ),
+            arg(
+                "--freeze",
+                metavar="PATTERNS",
+                help="weights the silos do not train and do not send, by state-dict name: "
+                "fnmatch patterns, comma-separated (e.g. 'net.0.*'); kept in every later "
+                "model file",
             ),
         ],
         key=True,
