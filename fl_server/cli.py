@@ -277,7 +277,7 @@ def aggregate_cmd(args: argparse.Namespace) -> dict[str, Any]:
         )
     strategy = make_strategy(settings, strategy=args.strategy)
     logging.getLogger("flwr").setLevel(logging.WARNING)  # its per-call INFO lines are noise here
-    arrays = record_to_numpy(aggregate(strategy, max(batch.round, 1), used))
+    arrays = batch.complete(record_to_numpy(aggregate(strategy, max(batch.round, 1), used)))
     total = sum(int(u.num_examples) for u in used)
     summary = {
         "strategy": args.strategy,
@@ -313,6 +313,12 @@ def aggregate_text(r: dict[str, Any]) -> str:
         f"wrote {r['path']}: round {r['round']}, {r['strategy']} of {len(r['used'])} "
         f"update(s), {r['num_examples']} examples; {len(r['rejected'])} rejected"
     )
+    frozen = r.get("frozen")
+    if frozen:
+        lines.append(
+            f"frozen weights ({frozen['patterns']}: {len(frozen['names'])} tensor(s)) copied "
+            "unchanged from the base model"
+        )
     return "\n".join(lines)
 
 
@@ -505,6 +511,12 @@ def _meta_text(name: str, value: Any) -> str:
             f"{value.get('strategy')} of {len(value.get('used', []))} update(s), "
             f"{value.get('num_examples')} examples, {len(value.get('rejected', {}))} rejected"
         )
+    if name == "freeze" and isinstance(value, dict):
+        from fl_common.frozen import describe
+
+        return describe(value)
+    if name == "weight_names" and isinstance(value, list):
+        return f"{len(value)} tensor(s), the trained ones: " + _brief(value, 120)
     return _brief(value)
 
 
