@@ -27,6 +27,7 @@ from fl_server.cli import main as server_main
 from privacy import keys
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]  # this checkout, whatever the install points to
 MAINS: dict[str, Callable[[list[str]], int]] = {"fl-server": server_main, "fl-client": client_main}
 # Small and quick, yet enough to learn breast-cancer in a few rounds.
 FAST = ["--set", "local-epochs=3", "--set", "learning-rate=0.01", "--set", "hidden-sizes=16"]
@@ -60,6 +61,8 @@ class Workspace:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FEDSILO_")}
         env.update(FEDSILO_HOME=str(self.home), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # The console scripts import this checkout's code, as the in-process calls do.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         return env
 
     def path(self, *parts: str) -> Path:
