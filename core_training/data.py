@@ -170,15 +170,19 @@ def _check_columns(path: Path, header: list[str], schema: Schema) -> None:
 # -- NPZ -------------------------------------------------------------------------------
 
 
-def _load_npz(path: Path, schema: Schema) -> Table:
+def read_npz(path: Path, how_to_save: str) -> dict[str, np.ndarray]:
+    """Every array of an NPZ file (no pickles), or a DataError saying how to save one."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise DataError(
-            f"{path} is not a readable NPZ file ({type(exc).__name__}); save it with "
-            "numpy.savez(path, column=array, ...) holding one array per column"
+            f"{path} is not a readable NPZ file ({type(exc).__name__}); save it with {how_to_save}"
         ) from None
+
+
+def _load_npz(path: Path, schema: Schema) -> Table:
+    arrays = read_npz(path, "numpy.savez(path, column=array, ...) holding one array per column")
     if not arrays:
         raise DataError(f"{path} is empty; it needs one array per column")
     _check_columns(path, list(arrays), schema)

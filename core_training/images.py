@@ -20,12 +20,11 @@ float32: values in [0, 1] need no more, and images have many columns.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .data import Table, _data_error, _encode_label
+from .data import Table, _data_error, _encode_label, read_npz
 from .schema import IMAGE_CHANNELS, DataError, Schema
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -145,14 +144,7 @@ def read_image(file: Path, shape: tuple[int, int, int]) -> np.ndarray | str:
 def load_image_npz(path: Path, schema: Schema) -> Table:
     """An NPZ holding ``X`` (N, C, H, W) pixels and ``y`` (N,) labels. ``uint8`` pixels
     are scaled by 1/255; floats must already be in [0, 1]."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise DataError(
-            f"{path} is not a readable NPZ file ({type(exc).__name__}); save it with "
-            "numpy.savez(path, X=images, y=labels)"
-        ) from None
+    arrays = read_npz(path, "numpy.savez(path, X=images, y=labels)")
     if "X" not in arrays or "y" not in arrays:
         raise DataError(
             f"{path} needs arrays X (images, N x C x H x W) and y (labels); found "

@@ -195,31 +195,6 @@ def test_noise_for_run_plans_all_rounds_at_the_loader_rate() -> None:
     )
 
 
-def test_a_noise_search_runs_once_per_process_and_an_unreachable_target_stays_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A silo asks for its run's noise several times a round; the search (dozens of
-    accountant evaluations) runs once, and every ask gets the same answer."""
-    dp._noise_search.cache_clear()
-    searches: list[dict] = []
-    real = dp.get_noise_multiplier
-
-    def counted(**kwargs):
-        searches.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(dp, "get_noise_multiplier", counted)
-    plan = {"target_delta": DELTA, "sample_rate": 0.25, "steps": 16}
-    first = dp.noise_for_target(target_epsilon=2.0, **plan, accountant="prv")
-    assert dp.noise_for_target(target_epsilon=2.0, **plan, accountant="prv") == first
-    assert dp.noise_for_target(target_epsilon=2.0, **plan, accountant="rdp") > first
-    assert len(searches) == 1  # the RDP search that brackets PRV's, reused by the RDP ask
-    for _ in range(2):  # refused each time, from one search
-        with pytest.raises(dp.TargetUnreachableError, match="no noise level"):
-            dp.noise_for_target(target_epsilon=0.05, **plan, accountant="rdp")
-    assert len(searches) == 2
-
-
 def test_privacy_parameters_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         dp.epsilon_for(1.1, 0.01, 100, DELTA)  # type: ignore[misc]

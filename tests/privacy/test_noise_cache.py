@@ -91,6 +91,21 @@ def test_an_unreachable_target_is_not_remembered(searches, isolated_home: Path) 
     assert not (isolated_home / noise_cache.FILE_NAME).exists()
 
 
+def test_in_one_process_a_search_runs_once_and_an_unreachable_target_stays_refused(
+    searches,
+) -> None:
+    """A silo asks for its run's noise several times a round; the search (dozens of
+    accountant evaluations) runs once, and every ask gets the same answer."""
+    first = dp.noise_for_target(target_epsilon=TARGET, **PLAN, accountant="prv")
+    assert dp.noise_for_target(target_epsilon=TARGET, **PLAN, accountant="prv") == first
+    assert _rdp_level() > first
+    assert len(searches) == 1  # the RDP search that brackets PRV's, reused by the RDP ask
+    for _ in range(2):  # refused each time, from one search
+        with pytest.raises(dp.TargetUnreachableError, match="no noise level"):
+            dp.noise_for_target(target_epsilon=0.05, **PLAN, accountant="rdp")
+    assert len(searches) == 2
+
+
 def test_the_file_keeps_at_most_its_bound_newest_last(isolated_home: Path) -> None:
     for i in range(noise_cache.MAX_ENTRIES + 5):
         noise_cache.remember(f"k{i}", 1.0 + i)
