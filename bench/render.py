@@ -479,7 +479,6 @@ def _personalization(x: dict[str, Any]) -> list[str]:
         "fedbn": 'FedBN (`personalization = "fedbn"`)',
         "transfer": 'transfer (FedAvg\'s best model, `freeze = "features.*"`)',
     }
-    held_out = all(x[arm].get("split") == "test" for arm in x["arms"])
     lines = [
         "## Personalization under label skew",
         "",
@@ -491,51 +490,32 @@ def _personalization(x: dict[str, Any]) -> list[str]:
         " models in FedPer and FedBN, the one global model in FedAvg; the global model of a"
         " personalized run (shared layers, initial local ones) alongside.",
         "",
+        "Each silo takes its test rows out (`silo-test-fraction ="
+        f" {x['silo_test_fraction']:g}`) before its train/validation split. The"
+        " run picks its round on the validation rows (lowest pooled validation loss);"
+        " when it has ended the server sends the model of that round once to the silos,"
+        " which score it on their test rows (a personalized model with its local layers"
+        " of that round). The test columns are those held-out figures, and"
+        " points above FedAvg compare them; the validation column is the rows that"
+        " picked the round, shown for comparison.",
+        "",
+        "| arm | picked round | silos' mean accuracy (test) | points above FedAvg"
+        " (test) | pooled accuracy (test) | global model's mean accuracy (test) |"
+        " silos' mean accuracy (validation) | array bytes per round |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    if not held_out:  # results measured before the silos held out test rows
-        lines += [
-            "These figures are each silo's validation rows, the rows that picked the"
-            " round: not held-out figures. Rerun the suite for test figures.",
-            "",
-            "| arm | silos' mean accuracy (validation) | points above FedAvg | pooled"
-            " accuracy (validation) | global model's mean accuracy | array bytes per round |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for arm in x["arms"]:
-            a = x[arm]
-            lines.append(
-                f"| {names[arm]} | {_pct(a['mean_accuracy'])} |"
-                f" {_f(a.get('points_above_fedavg'))} | {_pct(a['pooled_accuracy'])} |"
-                f" {_pct(a.get('global_mean_accuracy'))} | {a['bytes_per_round']} |"
-            )
-    else:
-        lines += [
-            "Each silo takes its test rows out (`silo-test-fraction ="
-            f" {x.get('silo_test_fraction', 0.2):g}`) before its train/validation split. The"
-            " run picks its round on the validation rows (lowest pooled validation loss);"
-            " when it has ended the server sends the model of that round once to the silos,"
-            " which score it on their test rows (a personalized model with its local layers"
-            " of that round). The test columns are those held-out figures, and"
-            " points above FedAvg compare them; the validation column is the rows that"
-            " picked the round, shown for comparison.",
-            "",
-            "| arm | picked round | silos' mean accuracy (test) | points above FedAvg"
-            " (test) | pooled accuracy (test) | global model's mean accuracy (test) |"
-            " silos' mean accuracy (validation) | array bytes per round |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for arm in x["arms"]:
-            a = x[arm]
-            lines.append(
-                f"| {names[arm]} | {a['best_round']} | **{_pct(a['mean_accuracy'])}** |"
-                f" {_f(a.get('points_above_fedavg'))} | {_pct(a['pooled_accuracy'])} |"
-                f" {_pct(a.get('global_mean_accuracy'))} | {_pct(a.get('val_mean_accuracy'))}"
-                f" | {a['bytes_per_round']} |"
-            )
-        left = {arm: x[arm]["test_left_out"] for arm in x["arms"] if x[arm].get("test_left_out")}
-        for arm, silos in left.items():
-            named = "; ".join(f"{k}: {v}" for k, v in silos.items())
-            lines += ["", f"Left out of {arm}'s test: {named}"]
+    for arm in x["arms"]:
+        a = x[arm]
+        lines.append(
+            f"| {names[arm]} | {a['best_round']} | **{_pct(a['mean_accuracy'])}** |"
+            f" {_f(a.get('points_above_fedavg'))} | {_pct(a['pooled_accuracy'])} |"
+            f" {_pct(a.get('global_mean_accuracy'))} | {_pct(a.get('val_mean_accuracy'))}"
+            f" | {a['bytes_per_round']} |"
+        )
+    left = {arm: x[arm]["test_left_out"] for arm in x["arms"] if x[arm].get("test_left_out")}
+    for arm, silos in left.items():
+        named = "; ".join(f"{k}: {v}" for k, v in silos.items())
+        lines += ["", f"Left out of {arm}'s test: {named}"]
     params = x["shared_parameters"]
     lines += [
         "",
