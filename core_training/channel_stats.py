@@ -27,6 +27,7 @@ from dataclasses import fields
 import numpy as np
 
 from .preprocess import FeatureStats, Preprocessor
+from .stats import centred_moments
 
 
 def compute_channel_stats(
@@ -60,13 +61,12 @@ def compute_channel_stats(
 
 
 def _moments(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean, and sums of squared and cubed deviations, over every value (two passes)."""
-    if values.size == 0:
-        return 0.0, 0.0, 0.0
-    mean = float(values.mean())
-    mean += float((values - mean).mean())
-    dev = values - mean
-    return mean, float((dev**2).sum()), float((dev**3).sum())
+    """Mean, and sums of squared and cubed deviations, over every value of a channel:
+    the table's two-pass moments (:func:`.stats.centred_moments`) of one column."""
+    column = values.reshape(-1, 1)
+    count = np.array([float(column.size)])
+    mean, m2, m3 = centred_moments(column, np.ones(column.shape, dtype=bool), count)
+    return float(mean[0]), float(m2[0]), float(m3[0])
 
 
 def channel_preprocessor(stats: FeatureStats, image_shape: tuple[int, int, int]) -> Preprocessor:

@@ -186,8 +186,8 @@ def compute_stats(
         minimum = np.where(present.any(0), np.nanmin(np.where(present, X, np.inf), 0), np.nan)
         maximum = np.where(present.any(0), np.nanmax(np.where(present, X, -np.inf), 0), np.nan)
     count = present.sum(0).astype(np.float64)
-    mean, m2, m3 = _centred_moments(X, present, count)
-    log_mean, log_m2, _ = _centred_moments(logged, present, count)
+    mean, m2, m3 = centred_moments(X, present, count)
+    log_mean, log_m2, _ = centred_moments(logged, present, count)
     stats = FeatureStats(
         count=count,
         mean=mean,
@@ -205,7 +205,7 @@ def compute_stats(
     return stats
 
 
-def _centred_moments(
+def centred_moments(
     X: np.ndarray, present: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, M2, M3 per column over the present values, in two passes: the second pass
