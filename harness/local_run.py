@@ -94,6 +94,10 @@ class LocalFlwr:
             FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
             FLWR_DISABLE_UPDATE_CHECK="1",
             PYTHONUNBUFFERED="1",
+            # Ray starts idle Python workers ahead of need (one per CPU, each importing
+            # Ray) that a simulation never uses: its ClientApp actors start their own.
+            RAY_enable_worker_prestart="0",
+            RAY_prestart_worker_first_driver="0",
             # flwr starts flower-superlink by name: it must come from this environment
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )

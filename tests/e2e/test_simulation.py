@@ -1,10 +1,12 @@
-"""End to end: the real `flwr run .` on a private local SuperLink (Ray simulation)."""
+"""End to end: the real `flwr run .` on a private local SuperLink (Ray simulation).
+A private run and a resumed one: test_tracking.py, whose runs track them too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from e2e_helpers import DIGITS_FAST
 
 from harness.local_run import LocalFlwr
 from privacy.keys import load_key_file
@@ -21,13 +23,12 @@ def flwr(tmp_path: Path):
         yield harness
 
 
-FAST = {"local-epochs": 2, "learning-rate": 0.003, "model": "mlp"}
 # for runs whose assertions need no int8 export (it quantizes and scores the model twice)
-NO_EXPORT = {**FAST, "export-int8": False}
+NO_EXPORT = {**DIGITS_FAST, "export-int8": False}
 
 
-def test_digits_federation_writes_every_output_and_learns(flwr):
-    run = flwr.run({**FAST, "num-server-rounds": 2, "run-name": "digits-basic"})
+def test_digits_federation_writes_every_output_and_learns(digits_run):
+    _, run = digits_run
     assert run.returncode == 0, run.output[-4000:]
     files = {p.name for p in run.run_dir.iterdir()}
     assert {
@@ -92,40 +93,3 @@ def test_run_stops_early_when_validation_stops_improving(flwr):
     best = read_info(run.run_dir / "best-model.bin", key=key)["metadata"]
     assert best["round"] == 0
     assert best["metrics"]["val_loss"] == pytest.approx(initial["val_loss"])
-
-
-def test_dp_run_reports_cumulative_epsilon_within_budget(flwr):
-    run = flwr.run(
-        {
-            **NO_EXPORT,
-            "dataset": "breast-cancer",
-            "num-server-rounds": 2,
-            "dp": True,
-            "target-epsilon": 4.0,
-            "privacy-budget": 5.0,
-            "batch-size": 16,
-            "run-name": "bc-dp",
-        }
-    )
-    assert run.returncode == 0, run.output[-4000:]
-    eps = [h["epsilon_max"] for h in run.history if h["round"] > 0]
-    assert all(e is not None for e in eps)
-    assert eps == sorted(eps) and eps[0] < eps[-1]  # composed over rounds, not reset
-    assert eps[-1] <= 4.0 + 1e-6  # the run's target, within the silo's budget
-    assert run.summary["epsilon_max"] == pytest.approx(eps[-1])
-
-
-def test_resume_continues_from_the_checkpoint_round(flwr):
-    first = flwr.run({**NO_EXPORT, "num-server-rounds": 1, "run-name": "digits-resume"})
-    assert first.returncode == 0, first.output[-4000:]
-    key = load_key_file(flwr.base / "fedsilo-home" / "key")
-    info = read_info(first.run_dir / "checkpoint.bin", key=key)
-    assert info["metadata"]["round"] == 1
-    second = flwr.run(
-        {**NO_EXPORT, "num-server-rounds": 2, "run-name": "digits-resume", "resume": True}
-    )
-    assert second.returncode == 0, second.output[-4000:]
-    assert "Resuming" in second.output and "after round 1" in second.output
-    history = second.history
-    assert [h["round"] for h in history] == [0, 1, 2]
-    assert second.summary["rounds_completed"] == 2

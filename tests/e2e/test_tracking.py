@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from fl_server.tracking import round_values
-from harness.local_run import LocalFlwr, free_port
+from harness.local_run import FlwrRun, LocalFlwr, free_port
+from privacy.keys import load_key_file
+from privacy.store import read_info
 
 pytestmark = pytest.mark.e2e
 
@@ -45,11 +47,28 @@ def tracked_values(history: list[dict[str, Any]]) -> dict[tuple[int, str], float
     return {(e["round"], n): v for e in history for n, v in round_values(e).items()}
 
 
-def test_tensorboard_events_hold_every_round_value_of_the_history(flwr) -> None:
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlwrRun]:
+    """A private (DP) run tracked in TensorBoard, read by the two tests below."""
+    dp = {"dp": True, "target-epsilon": 4.0, "privacy-budget": 5.0, "batch-size": 16}
+    with LocalFlwr(tmp_path_factory.mktemp("flwr-private")) as harness:
+        yield harness.run({**FAST, **dp, "tracking": "tensorboard", "run-name": "bc-tensorboard"})
+
+
+def test_a_private_run_reports_cumulative_epsilon_within_its_target(private_run) -> None:
+    run = private_run
+    assert run.returncode == 0, run.output[-4000:]
+    eps = [h["epsilon_max"] for h in run.history if h["round"] > 0]
+    assert all(e is not None for e in eps)
+    assert eps == sorted(eps) and eps[0] < eps[-1]  # composed over rounds, not reset
+    assert eps[-1] <= 4.0 + 1e-6  # the run's target, within the silo's budget
+    assert run.summary["epsilon_max"] == pytest.approx(eps[-1])
+
+
+def test_tensorboard_events_hold_every_round_value_of_the_history(private_run) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    dp = {"dp": True, "target-epsilon": 4.0, "privacy-budget": 5.0, "batch-size": 16}
-    run = flwr.run({**FAST, **dp, "tracking": "tensorboard", "run-name": "bc-tensorboard"})
+    run = private_run
     assert run.returncode == 0, run.output[-4000:]
     log_dir = run.run_dir / "tensorboard"
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
@@ -80,20 +99,24 @@ def test_tensorboard_events_hold_every_round_value_of_the_history(flwr) -> None:
     assert f"tracked with TensorBoard in {log_dir}" in run.output
 
 
-def test_a_resumed_run_may_start_tracking_and_sends_the_earlier_rounds_too(flwr) -> None:
+def test_a_resumed_run_continues_from_its_checkpoint_and_may_start_tracking(flwr) -> None:
+    """The rounds before the resume are sent to the tracker too."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     config = {**FAST, "export-int8": False, "run-name": "bc-tracked-later"}
-    first = flwr.run(config)
+    first = flwr.run({**config, "num-server-rounds": 1})
     assert first.returncode == 0, first.output[-4000:]
+    key = load_key_file(flwr.base / "fedsilo-home" / "key")
+    assert read_info(first.run_dir / "checkpoint.bin", key=key)["metadata"]["round"] == 1
     assert not (first.run_dir / "tensorboard").exists()
-    second = flwr.run({**config, "num-server-rounds": 3, "resume": True, "tracking": "tensorboard"})
+    second = flwr.run({**config, "resume": True, "tracking": "tensorboard"})
     assert second.returncode == 0, second.output[-4000:]
-    assert "after round 2" in second.output
+    assert "Resuming" in second.output and "after round 1" in second.output
+    assert second.summary["rounds_completed"] == 2
     acc = EventAccumulator(str(second.run_dir / "tensorboard"), size_guidance={"scalars": 0})
     acc.Reload()
     values = tracked_values(second.history)
-    assert {step for step, _ in values} == {0, 1, 2, 3}
+    assert {step for step, _ in values} == {0, 1, 2}
     for (step, name), value in values.items():
         points = [e.value for e in acc.Scalars(name) if e.step == step]
         assert points == [pytest.approx(value, rel=1e-6)], (step, name)
@@ -109,17 +132,15 @@ def mlflow_read(uri: str, run_id: str, history: list[dict[str, Any]]):
     return client, client.get_run(run_id)
 
 
-def test_mlflow_local_store_in_the_run_folder_holds_the_run(flwr) -> None:
-    run = flwr.run(
-        {**FAST, "tracking": "mlflow", "export-int8": False, "run-name": "bc-mlflow-local"}
-    )
+def test_mlflow_local_store_in_the_run_folder_holds_the_run(digits_run) -> None:
+    _, run = digits_run  # tracking = "mlflow" without a tracking-uri (conftest.py)
     assert run.returncode == 0, run.output[-4000:]
     info = run.summary["tracking"]
     uri = f"sqlite:///{run.run_dir / 'mlflow' / 'mlflow.db'}"
     assert info["location"] == uri
     client, tracked = mlflow_read(uri, info["run_id"], run.history)
     assert tracked.info.status == "FINISHED"
-    assert tracked.info.run_name == "bc-mlflow-local"
+    assert tracked.info.run_name == "digits-basic"
     assert tracked.data.params == {k: str(v) for k, v in run.summary["settings"].items()}
     assert tracked.data.tags["stop_reason"] == "completed"
     assert tracked.data.metrics["summary/best_round"] == run.summary["best_round"]
@@ -154,6 +175,8 @@ def running_mlflow_server(store: Path, port: int) -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=server_log,
             start_new_session=True,
+            # tracking only: no job runner (two more processes importing MLflow)
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
     url = f"http://127.0.0.1:{port}"
     try:
