@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-AUGMENTATIONS = ("none", "crop-flip")
+from .config import AUGMENTATIONS
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from .augment import AUGMENTATIONS
-from .custom_model import is_reference, parse_model_args
+from .model_spec import is_reference, parse_model_args
 
 OPTIMIZERS = ("auto", "sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine")
 CLASS_WEIGHTING = ("none", "balanced")
 RESAMPLING = ("none", "over", "under")
 MODELS = ("auto", "mlp", "cnn")
+AUGMENTATIONS = ("none", "crop-flip")  # of image rows, in training only (augment.py)
 IMPUTATION = ("mean", "median")
 
 

@@ -20,11 +20,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import json
 import os
-import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,61 +29,26 @@ from typing import Any
 import torch
 from torch import nn
 
+# a factory's own code imports ModelInputs (and CategoricalBlock) from here
+from .model_spec import CategoricalBlock, ModelInputs, is_reference
+
+__all__ = [
+    "APP_DIR_ENV",
+    "CategoricalBlock",
+    "ModelFactoryError",
+    "ModelInputs",
+    "app_dir",
+    "build_custom",
+    "check_output",
+    "load_factory",
+]
+
 APP_DIR_ENV = "FEDSILO_APP_DIR"
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-_REFERENCE = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}")
 
 
 class ModelFactoryError(ValueError):
     """A model reference cannot be imported, its factory fails, or its model does not fit
     the data; the message is one line that names the reference."""
-
-
-@dataclass(frozen=True)
-class CategoricalBlock:
-    """One categorical schema feature: its one-hot columns are ``start`` to
-    ``start + size - 1`` of the model's input."""
-
-    name: str
-    start: int
-    size: int
-
-
-@dataclass(frozen=True)
-class ModelInputs:
-    """What the data implies about a model: the factory's first argument."""
-
-    in_features: int
-    num_classes: int
-    image_shape: tuple[int, int, int] | None = None  # (channels, height, width)
-    categorical: tuple[CategoricalBlock, ...] = ()
-
-    @property
-    def numeric_columns(self) -> tuple[int, ...]:
-        """Input columns that are not part of a one-hot block."""
-        one_hot = {b.start + i for b in self.categorical for i in range(b.size)}
-        return tuple(i for i in range(self.in_features) if i not in one_hot)
-
-
-def is_reference(text: str) -> bool:
-    """True for a plain ``package.module:name`` (no paths, no attribute chains)."""
-    return _REFERENCE.fullmatch(text) is not None
-
-
-def parse_model_args(text: str) -> dict[str, Any]:
-    """``model-args``: empty, or a JSON object with string keys."""
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"is not JSON ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise ValueError('must be a JSON object such as {"width": 64}')
-    bad = [k for k in value if not k.isidentifier()]
-    if bad:
-        raise ValueError(f"keys must be Python identifiers, got {bad[0]!r}")
-    return value
 
 
 def app_dir() -> Path:

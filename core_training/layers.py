@@ -19,19 +19,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, TypeVar
 
 from .config import ConfigError
 
+if TYPE_CHECKING:  # the settings check patterns without importing torch
+    from torch import nn
+
 PERSONALIZATION = ("none", "fedbn")
-NORM_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm* (and SyncBatchNorm)
-    nn.GroupNorm,
-    nn.LayerNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
+
+
+def _norm_layers() -> tuple[type[nn.Module], ...]:
+    from torch import nn
+
+    return (
+        nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm* (and SyncBatchNorm)
+        nn.GroupNorm,
+        nn.LayerNorm,
+        *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+    )
+
 
 T = TypeVar("T")
 
@@ -117,7 +124,7 @@ def normalization_names(model: nn.Module) -> set[str]:
     """The state-dict names of every normalization layer's weights and statistics."""
     out: set[str] = set()
     for prefix, module in model.named_modules():
-        if isinstance(module, NORM_LAYERS):
+        if isinstance(module, _norm_layers()):
             out |= {f"{prefix}.{n}" if prefix else n for n in module.state_dict()}
     return out
 

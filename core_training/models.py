@@ -11,86 +11,15 @@ without knowing how it was made.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .custom_model import CategoricalBlock, ModelInputs, build_custom, is_reference
+from .custom_model import build_custom
+from .model_spec import MODEL_KINDS, ModelSpec
 
-MODEL_KINDS = ("mlp", "cnn", "custom")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What is needed to rebuild a model: its kind, input and output sizes, layers.
-
-    A ``custom`` model records its factory reference and arguments (``factory``,
-    ``factory_args``) and the one-hot blocks of categorical features (``categorical``:
-    name, first column, number of columns), everything its factory was called with.
-    """
-
-    kind: str
-    in_features: int
-    num_classes: int
-    hidden_sizes: tuple[int, ...] = (128, 64)
-    dropout: float = 0.1
-    image_shape: tuple[int, int, int] | None = None  # (channels, height, width), CNN only
-    channels: tuple[int, ...] = (16, 32)
-    factory: str = ""  # custom only: "package.module:factory" in the app folder
-    factory_args: dict[str, Any] = field(default_factory=dict)
-    categorical: tuple[tuple[str, int, int], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"model kind {self.kind!r} is not one of {', '.join(MODEL_KINDS)}")
-        if self.in_features < 1 or self.num_classes < 2:
-            raise ValueError("a model needs at least one input feature and two classes")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if any(h < 1 for h in self.hidden_sizes) or any(c < 1 for c in self.channels):
-            raise ValueError("hidden sizes and channels must be positive")
-        if self.kind == "custom" and not is_reference(self.factory):
-            raise ValueError(
-                f"a custom model needs a 'package.module:factory' reference, got {self.factory!r}"
-            )
-        if self.kind == "cnn" and self.image_shape is None:
-            raise ValueError("a CNN needs an image shape (channels, height, width)")
-        if self.image_shape is not None:
-            c, h, w = self.image_shape
-            if c * h * w != self.in_features:
-                raise ValueError(
-                    f"image shape {self.image_shape} holds {c * h * w} values, "
-                    f"but the data has {self.in_features} features"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model spec keys: {', '.join(sorted(unknown))}")
-        kwargs = dict(data)
-        for key in ("hidden_sizes", "channels"):
-            if key in kwargs:
-                kwargs[key] = tuple(int(v) for v in kwargs[key])
-        if kwargs.get("image_shape") is not None:
-            kwargs["image_shape"] = tuple(int(v) for v in kwargs["image_shape"])
-        if "categorical" in kwargs:
-            kwargs["categorical"] = tuple(
-                (str(n), int(s), int(k)) for n, s, k in kwargs["categorical"]
-            )
-        return cls(**kwargs)
-
-    def inputs(self) -> ModelInputs:
-        """What a custom model's factory is called with."""
-        blocks = tuple(CategoricalBlock(n, s, k) for n, s, k in self.categorical)
-        return ModelInputs(self.in_features, self.num_classes, self.image_shape, blocks)
+__all__ = ["MODEL_KINDS", "ModelSpec", "build_model", "quantize_int8"]
 
 
 class MLP(nn.Module):

@@ -13,9 +13,8 @@ import numpy as np
 from ._split import train_test_indices
 from .channel_stats import channel_preprocessor, compute_channel_stats
 from .config import TrainConfig
-from .custom_model import is_reference, parse_model_args
 from .data import Table
-from .models import ModelSpec
+from .model_spec import ModelSpec, is_reference, parse_model_args
 from .preprocess import FeatureStats, Preprocessor, compute_stats, drop_duplicates
 from .sampling import class_weights
 

@@ -27,6 +27,10 @@ HIST_BINS = 2000
 HIST_LIMIT = 25.0  # asinh(x) range; sinh(25) ~ 3.6e10 covers any sensible feature
 
 
+# metadata "content" of an encrypted file holding FeatureStats.to_dict() (fl-client stats)
+STATS_CONTENT = "fedsilo-feature-stats"
+
+
 @dataclass
 class FeatureStats:
     """Mergeable per-column statistics of one silo (or of many, once merged).

@@ -174,7 +174,7 @@ def _silo(args: argparse.Namespace, config: Any, ledger: str | None = None) -> A
 def stats_cmd(args: argparse.Namespace) -> dict[str, Any]:
     from core_training.config import TrainConfig
     from core_training.pipeline import local_stats
-    from fl_common.modelfile import STATS_CONTENT
+    from core_training.stats import STATS_CONTENT
     from privacy import store
 
     config = TrainConfig.from_dict(settings_from(args.set))

@@ -38,7 +38,6 @@ MODEL_KINDS_FP32 = ("model", "update", "checkpoint")
 # What an update file carries over from the global model it was trained from, and an
 # aggregated model from its base: the federation's model-level settings.
 CARRIED_KEYS = ("train_config", "preprocessing", "preprocessing_source", FREEZE_KEY)
-STATS_CONTENT = "fedsilo-feature-stats"  # metadata "content" of fl-client stats files
 
 
 @dataclass

@@ -183,8 +183,8 @@ def _freeze_record(model: Any, patterns: str) -> dict[str, Any]:
 def _merged_stats(paths: list[str], schema: Any, key: bytes) -> tuple[Any, int]:
     from core_training.preprocess import FeatureStats, merge_stats
     from core_training.schema import Schema
+    from core_training.stats import STATS_CONTENT
     from fl_common.cli import schema_difference
-    from fl_common.modelfile import STATS_CONTENT
     from privacy import store
 
     from .replies import check_stats

@@ -29,7 +29,7 @@ schema and base model. Each rejected file is named with its reasons.
 
 A silo's statistics file (``fl-client stats``, for ``fl-server init --stats``) is an
 encrypted JSON file (kind ``json``) holding ``FeatureStats.to_dict()`` of its training
-rows, with metadata ``content`` = :data:`fl_common.modelfile.STATS_CONTENT`, the schema,
+rows, with metadata ``content`` = :data:`core_training.stats.STATS_CONTENT`, the schema,
 rows and silo id.
 """
 

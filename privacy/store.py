@@ -27,8 +27,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
-
 from . import crypto, keys
 from ._fsio import ArtifactNotFoundError, atomic_write
 from .crypto import DecryptionError
@@ -80,6 +78,8 @@ def save_state(
     ``state`` is anything ``torch.load(weights_only=True)`` accepts back: a state dict,
     a quantized model's state dict, or a nested dict of those with plain values.
     """
+    import torch  # here, not at the top: key, ledger and JSON files need no torch
+
     return _write(path, key, kind, "torch", metadata, lambda out: torch.save(state, out))
 
 
@@ -87,6 +87,8 @@ def load_state(path: str | Path, *, key: bytes, kind: str) -> tuple[Any, dict[st
     """Decrypt and load what :func:`save_state` wrote: ``(state, metadata)``, where
     ``metadata`` is the caller's dict given at save time (:func:`read_info` has the rest).
     Tensors land on the CPU."""
+    import torch
+
     with _opened(path, key, kind) as (reader, info, offset):
         _expect_payload(info, "torch", path)
         try:
