@@ -1,6 +1,7 @@
 """Does the local trainer use the GPU, and what do CUDA and AMP buy? One short script.
 
-    python bench/gpu_check.py            # prints one JSON object; exits 1 if a check fails
+    python bench/gpu_check.py > gpu.json # prints one JSON object; exits 1 if a check fails
+    python bench/run.py --gpu-result gpu.json   # into bench/results.json and BENCHMARKS.md
 
 Trains the same MLP (large enough for the GPU to matter) for one epoch on the CPU, on
 CUDA with AMP off, and on CUDA with AMP on, through ``core_training.trainer.fit`` with
@@ -12,8 +13,11 @@ and exits 0 after the CPU arm.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +73,9 @@ def main() -> int:
     w = rng.normal(size=(FEATURES, CLASSES)).astype(np.float32)
     y = (X @ w).argmax(1).astype(np.int64)
     out: dict[str, object] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), Python "
+        f"{platform.python_version()}",
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "rows": ROWS,

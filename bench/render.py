@@ -112,7 +112,11 @@ def _gpu(g: dict[str, Any] | None) -> list[str]:
     lines += [f"`python bench/gpu_check.py` (measured {g.get('when', '?')})", ""]
     lines += ["| measure | value |", "| --- | --- |"]
     for key, value in g.items():
-        if key != "when" and not isinstance(value, dict | list):
+        if key == "when":
+            continue
+        if isinstance(value, dict):  # an arm: the device and AMP it ran with, its epoch
+            lines += [f"| {key}: {k} | {v} |" for k, v in value.items()]
+        elif not isinstance(value, list):
             lines.append(f"| {key} | {value} |")
     return [*lines, ""]
 

@@ -7,6 +7,7 @@
     python bench/run.py --only dp_accuracy
     python bench/run.py --only personalization
     python bench/run.py --render   # BENCHMARKS.md again from bench/results.json
+    python bench/run.py --gpu-result gpu.json   # what bench/gpu_check.py printed on a GPU
 
 Every figure is a ratio or a comparison measured side by side in the same run: the
 machines this runs on are shared and noisy, so absolute seconds mean little.
@@ -59,7 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run nothing: write the markdown again from the results file",
     )
+    parser.add_argument(
+        "--gpu-result",
+        metavar="FILE",
+        help="run nothing: add what `python bench/gpu_check.py` printed (on a machine with "
+        "a GPU) to the results file, and write the markdown again",
+    )
     args = parser.parse_args(argv)
+    if args.gpu_result:
+        merged = {**_load(Path(args.json)), "gpu": _gpu_result(Path(args.gpu_result))}
+        _write(Path(args.json), json.dumps(merged, indent=2) + "\n")
+        _write(Path(args.out), render(merged))
+        print(f"[bench] added {args.gpu_result} to {args.json}; wrote {args.out}", file=sys.stderr)
+        return 0
     if args.render:
         _write(Path(args.out), render(_load(Path(args.json))))
         print(f"[bench] wrote {args.out} from {args.json}", file=sys.stderr)
@@ -114,6 +127,25 @@ def main(argv: list[str] | None = None) -> int:
         _write(Path(args.out), render(merged))
     print(f"[bench] wrote {args.out} and {args.json}", file=sys.stderr)
     return 0
+
+
+def _gpu_result(path: Path) -> dict[str, Any]:
+    """The JSON object ``bench/gpu_check.py`` printed, refused unless it is one: a check
+    that ran on CUDA (a CPU-only machine's output measures no GPU) and says when."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(
+            f"error: {path} is not the JSON bench/gpu_check.py prints: {exc}"
+        ) from None
+    needed = {"when", "ok", "cuda_fp32", "cuda_amp", "cpu"}
+    if not isinstance(result, dict) or not needed <= set(result):
+        missing = sorted(needed - set(result)) if isinstance(result, dict) else sorted(needed)
+        raise SystemExit(
+            f"error: {path} lacks {', '.join(missing)}: give the output of "
+            "`python bench/gpu_check.py` run on a machine with a CUDA GPU"
+        )
+    return result
 
 
 def _now() -> str:
