@@ -123,8 +123,9 @@ def plan_layers(
 def normalization_names(model: nn.Module) -> set[str]:
     """The state-dict names of every normalization layer's weights and statistics."""
     out: set[str] = set()
+    norm = _norm_layers()
     for prefix, module in model.named_modules():
-        if isinstance(module, _norm_layers()):
+        if isinstance(module, norm):
             out |= {f"{prefix}.{n}" if prefix else n for n in module.state_dict()}
     return out
 

@@ -19,7 +19,7 @@ from torch import nn
 from .custom_model import build_custom
 from .model_spec import MODEL_KINDS, ModelSpec
 
-__all__ = ["MODEL_KINDS", "ModelSpec", "build_model", "quantize_int8"]
+__all__ = ["MLP", "MODEL_KINDS", "ModelSpec", "SmallCNN", "build_model", "quantize_int8"]
 
 
 class MLP(nn.Module):
